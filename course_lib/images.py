@@ -54,7 +54,7 @@ def load_image(source: str | os.PathLike | bytes, mode: str = "RGB") -> np.ndarr
     try:
         with Image.open(stream) as img:
             img.load()
-            return np.asarray(img.convert(mode))
+            return np.array(img.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageError(
             f"Could not decode {name!r} as an image ({err}). The file is damaged or not an "
