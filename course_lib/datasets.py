@@ -20,7 +20,7 @@ import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ class Entry:
     url: str
 
 
-@lru_cache(maxsize=None)
+@cache
 def manifest(dataset: str) -> tuple[Entry, ...]:
     """The files of ``dataset`` with their checksums and upstream URLs."""
     if dataset not in DATASETS:
