@@ -1,0 +1,1 @@
+"""Codecs: classical (Pillow) anchors, and later the course's own codecs."""
