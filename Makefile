@@ -9,14 +9,17 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
+# Notebooks run in fast mode unless COURSE_FAST=0 is given (the full run takes much longer).
+test: export COURSE_FAST ?= 1
+test: export MPLBACKEND ?= Agg
 test: $(STAMP)
+	$(BIN)/ruff check course_lib tests
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -228,3 +228,20 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, item: int) -> torch.Tensor:
         return self.transform(self._image(item % len(self.paths)))
+
+
+def main() -> None:
+    """``python -m course_lib.datasets [name ...]``: fetch and verify datasets ahead of time."""
+    import sys
+
+    names = sys.argv[1:] or list(DATASETS)
+    try:
+        for name in names:
+            paths = dataset_paths(name)
+            print(f"{name}: {len(paths)} files verified in {paths[0].parent}")
+    except DatasetError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
