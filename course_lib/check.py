@@ -27,9 +27,9 @@ def close(name: str, got, expected, atol: float = 1e-6, rtol: float = 0.0) -> bo
     if got_array.shape != expected_array.shape:
         print(f"✗ {name}: shape {got_array.shape}, expected {expected_array.shape}")
         return False
-    diff = np.abs(got_array - expected_array)
-    both_inf = np.isinf(got_array) & (got_array == expected_array)
-    diff = np.where(both_inf, 0.0, diff)
+    both_inf = np.isinf(got_array) & (got_array == expected_array)  # inf == inf is a match
+    with np.errstate(invalid="ignore"):
+        diff = np.where(both_inf, 0.0, np.abs(got_array - expected_array))
     max_diff = float(np.nanmax(diff)) if diff.size else 0.0
     if np.isnan(diff).any():
         max_diff = float("nan")
