@@ -1,0 +1,37 @@
+"""Entropy coding for the course (notebook 04 and the learned codec).
+
+- :mod:`.information`: self-information, entropy, cross-entropy, KL divergence, empirical
+  entropy of images and quantised latents.
+- :mod:`.rle`: run lengths and the PackBits byte format.
+- :mod:`.huffman`: Huffman code lengths, canonical codes, encoding to bytes and back.
+- :mod:`.cdf`: quantised integer CDFs from float models, tables of them with escape coding.
+- :mod:`.rans`: a readable rANS coder with static and adaptive models.
+- :mod:`.fast`: the fast coder for large streams, one table per value (``constriction``).
+
+Every decoder raises :class:`DecodeError` (a ``ValueError``) on data it cannot decode.
+"""
+
+from .errors import DecodeError
+from .information import (
+    cross_entropy,
+    empirical_entropy,
+    empirical_pmf,
+    entropy,
+    kl_divergence,
+    self_information,
+)
+from .rle import expand_runs, packbits_decode, packbits_encode, run_lengths
+
+__all__ = [
+    "DecodeError",
+    "cross_entropy",
+    "empirical_entropy",
+    "empirical_pmf",
+    "entropy",
+    "expand_runs",
+    "kl_divergence",
+    "packbits_decode",
+    "packbits_encode",
+    "run_lengths",
+    "self_information",
+]
