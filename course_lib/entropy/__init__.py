@@ -12,6 +12,7 @@ Every decoder raises :class:`DecodeError` (a ``ValueError``) on data it cannot d
 """
 
 from .errors import DecodeError
+from .huffman import HuffmanCode, canonical_codewords, huffman_code_lengths
 from .information import (
     cross_entropy,
     empirical_entropy,
@@ -24,11 +25,14 @@ from .rle import expand_runs, packbits_decode, packbits_encode, run_lengths
 
 __all__ = [
     "DecodeError",
+    "HuffmanCode",
+    "canonical_codewords",
     "cross_entropy",
     "empirical_entropy",
     "empirical_pmf",
     "entropy",
     "expand_runs",
+    "huffman_code_lengths",
     "kl_divergence",
     "packbits_decode",
     "packbits_encode",
