@@ -11,6 +11,14 @@
 Every decoder raises :class:`DecodeError` (a ``ValueError``) on data it cannot decode.
 """
 
+from .cdf import (
+    DEFAULT_PRECISION,
+    CdfTable,
+    gaussian_cdf_table,
+    log_scale_table,
+    quantize_pmf,
+    scale_indexes,
+)
 from .errors import DecodeError
 from .huffman import HuffmanCode, canonical_codewords, huffman_code_lengths
 from .information import (
@@ -24,6 +32,8 @@ from .information import (
 from .rle import expand_runs, packbits_decode, packbits_encode, run_lengths
 
 __all__ = [
+    "DEFAULT_PRECISION",
+    "CdfTable",
     "DecodeError",
     "HuffmanCode",
     "canonical_codewords",
@@ -32,10 +42,14 @@ __all__ = [
     "empirical_pmf",
     "entropy",
     "expand_runs",
+    "gaussian_cdf_table",
     "huffman_code_lengths",
     "kl_divergence",
+    "log_scale_table",
     "packbits_decode",
     "packbits_encode",
+    "quantize_pmf",
     "run_lengths",
+    "scale_indexes",
     "self_information",
 ]
