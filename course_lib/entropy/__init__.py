@@ -20,6 +20,7 @@ from .cdf import (
     scale_indexes,
 )
 from .errors import DecodeError
+from .fast import decode_with_indexes, encode_with_indexes
 from .huffman import HuffmanCode, canonical_codewords, huffman_code_lengths
 from .information import (
     cross_entropy,
@@ -29,17 +30,22 @@ from .information import (
     kl_divergence,
     self_information,
 )
+from .rans import AdaptiveModel, StaticModel, rans_decode, rans_encode
 from .rle import expand_runs, packbits_decode, packbits_encode, run_lengths
 
 __all__ = [
     "DEFAULT_PRECISION",
+    "AdaptiveModel",
     "CdfTable",
     "DecodeError",
     "HuffmanCode",
+    "StaticModel",
     "canonical_codewords",
     "cross_entropy",
+    "decode_with_indexes",
     "empirical_entropy",
     "empirical_pmf",
+    "encode_with_indexes",
     "entropy",
     "expand_runs",
     "gaussian_cdf_table",
@@ -49,6 +55,8 @@ __all__ = [
     "packbits_decode",
     "packbits_encode",
     "quantize_pmf",
+    "rans_decode",
+    "rans_encode",
     "run_lengths",
     "scale_indexes",
     "self_information",

@@ -1,0 +1,163 @@
+"""rANS (range asymmetric numeral systems), written to be read: exact integer arithmetic on
+Python ints, real bytes out.
+
+The whole message lives in one integer, the *state* ``x``. Coding symbol ``s`` with frequency
+``f`` out of ``2**precision`` (slots ``start .. start + f - 1``) maps
+
+    x  ->  (x // f) * 2**precision + start + x % f,
+
+which grows ``x`` by a factor ``2**precision / f``, i.e. by ``-log2 p(s)`` bits. Decoding reads
+the slot ``x % 2**precision``, finds the symbol owning it and inverts the map exactly. To keep
+``x`` finite it stays in ``[L, L * 2**32)`` with ``L = 2**32`` (a 64-bit state): before encoding,
+a state that would overflow pushes its low 32 bits out as a word; after decoding, a state below
+``L`` pulls one word back in. (These are the parameters of ``constriction``'s ``AnsCoder``.)
+
+rANS is a stack: the decoder pops symbols in the reverse order of the encoder's pushes. So the
+encoder runs over the message backwards, and the decoder forwards.
+
+Byte format: the final 64-bit state, then the 32-bit words in the order the decoder reads them,
+all little-endian. The encoder starts from ``x = L``, so a decoder that has decoded every symbol
+must be back at exactly ``L`` with no words left: that check catches truncated or corrupted
+data (a random corruption survives it with probability about ``2**-32``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cdf import DEFAULT_PRECISION, check_cdf, quantize_pmf
+from .errors import DecodeError
+
+WORD_BITS = 32
+WORD_MASK = (1 << WORD_BITS) - 1
+STATE_LOW = 1 << 32  # L: the state lives in [L, L * 2**WORD_BITS)
+STATE_BITS = 64
+
+
+class StaticModel:
+    """A fixed integer CDF (see :mod:`course_lib.entropy.cdf`) used for every symbol."""
+
+    def __init__(self, cdf):
+        self._cdf, self.precision = check_cdf(cdf)
+        self.alphabet_size = self._cdf.size - 1
+
+    @classmethod
+    def from_pmf(cls, pmf, precision: int = DEFAULT_PRECISION) -> StaticModel:
+        return cls(quantize_pmf(pmf, precision))
+
+    def cdf(self) -> np.ndarray:
+        """(alphabet_size + 1,) int64 CDF for the next symbol."""
+        return self._cdf
+
+    def update(self, symbol: int) -> None:
+        """A static model learns nothing."""
+
+    def copy(self) -> StaticModel:
+        return self
+
+
+class AdaptiveModel:
+    """Counts of the symbols seen so far, each starting at 1, quantised before every symbol.
+
+    Encoder and decoder update the counts with the same symbols in the same order, so they
+    see the same CDFs without ever sending the model. The cost over the empirical entropy is
+    about ``(K - 1) / 2 * log2(n)`` bits for n symbols, the price of learning K - 1 numbers.
+    """
+
+    def __init__(self, alphabet_size: int, precision: int = DEFAULT_PRECISION):
+        if alphabet_size < 2:
+            raise ValueError("an adaptive model needs an alphabet of at least 2 symbols")
+        self.alphabet_size = int(alphabet_size)
+        self.precision = precision
+        self.counts = np.ones(self.alphabet_size, dtype=np.int64)
+        quantize_pmf(self.counts, precision)  # validate precision and alphabet size now
+
+    def cdf(self) -> np.ndarray:
+        return quantize_pmf(self.counts, self.precision)
+
+    def update(self, symbol: int) -> None:
+        self.counts[symbol] += 1
+
+    def copy(self) -> AdaptiveModel:
+        fresh = AdaptiveModel(self.alphabet_size, self.precision)
+        fresh.counts = self.counts.copy()
+        return fresh
+
+
+def encode_step(x: int, start: int, freq: int, precision: int, words: list[int]) -> int:
+    """Push one symbol (slots ``start .. start + freq - 1``) onto state ``x``; may emit a word."""
+    if x >= freq << (STATE_BITS - precision):  # the result would leave [L, L * 2**32)
+        words.append(x & WORD_MASK)
+        x >>= WORD_BITS
+    return (x // freq << precision) + start + x % freq
+
+
+def decode_step(x: int, cdf: np.ndarray, precision: int) -> tuple[int, int]:
+    """Pop one symbol from state ``x``: returns ``(symbol, x)``; the caller refills ``x``."""
+    slot = x & ((1 << precision) - 1)
+    symbol = int(np.searchsorted(cdf, slot, side="right")) - 1
+    start, freq = int(cdf[symbol]), int(cdf[symbol + 1] - cdf[symbol])
+    return symbol, freq * (x >> precision) + slot - start
+
+
+def _symbol_array(symbols) -> np.ndarray:
+    symbols = np.asarray(symbols)
+    if symbols.ndim != 1 or (symbols.size and symbols.dtype.kind not in "iu"):
+        raise ValueError("symbols must be a 1-D integer array")
+    return symbols.astype(np.int64)
+
+
+def rans_encode(symbols, model: StaticModel | AdaptiveModel) -> bytes:
+    """Encode a 1-D array of symbols in ``0 .. model.alphabet_size - 1`` to bytes.
+
+    The model is not changed (an adaptive model is copied first).
+    """
+    symbols = _symbol_array(symbols)
+    if symbols.size and (symbols.min() < 0 or symbols.max() >= model.alphabet_size):
+        raise ValueError(f"symbols must lie in 0..{model.alphabet_size - 1}")
+    # The decoder sees the models in message order; record them in that order first ...
+    model = model.copy()
+    starts, freqs = [], []
+    for symbol in symbols.tolist():
+        cdf = model.cdf()
+        starts.append(int(cdf[symbol]))
+        freqs.append(int(cdf[symbol + 1] - cdf[symbol]))
+        model.update(symbol)
+    # ... then push the symbols last to first, so that they pop first to last.
+    x, words = STATE_LOW, []
+    for start, freq in zip(reversed(starts), reversed(freqs), strict=True):
+        x = encode_step(x, start, freq, model.precision, words)
+    words.append(x & WORD_MASK)
+    words.append(x >> WORD_BITS)
+    return np.array(words[::-1], dtype="<u4").tobytes()
+
+
+def rans_decode(data: bytes, num_symbols: int, model: StaticModel | AdaptiveModel) -> np.ndarray:
+    """Decode ``num_symbols`` symbols made by :func:`rans_encode` with the same model.
+
+    Returns (num_symbols,) int64. Raises :class:`DecodeError` on truncated or corrupted data.
+    """
+    if len(data) % 4 or len(data) < 8:
+        raise DecodeError(f"rANS data is whole 32-bit words, at least 2; got {len(data)} bytes")
+    words = np.frombuffer(data, dtype="<u4").tolist()
+    x = words[0] << WORD_BITS | words[1]
+    if x < STATE_LOW:
+        raise DecodeError("corrupted rANS data: the initial state is too small")
+    position = 2
+    model = model.copy()
+    symbols = np.empty(num_symbols, dtype=np.int64)
+    for i in range(num_symbols):
+        cdf = model.cdf()
+        symbols[i], x = decode_step(x, cdf, model.precision)
+        if x < STATE_LOW:
+            if position == len(words):
+                raise DecodeError(f"truncated rANS data: ran out of words at symbol {i}")
+            x = x << WORD_BITS | words[position]
+            position += 1
+        model.update(int(symbols[i]))
+    if x != STATE_LOW or position != len(words):
+        raise DecodeError(
+            "rANS data does not end where it should: corrupted, truncated, or not made "
+            "with this model and symbol count"
+        )
+    return symbols
