@@ -189,7 +189,8 @@ class CdfTable:
     def num_tables(self) -> int:
         return self.cdfs.shape[0]
 
-    def _check_indexes(self, indexes) -> np.ndarray:
+    def check_indexes(self, indexes) -> np.ndarray:
+        """``indexes`` as int64 (same shape), or a ValueError if one names no table."""
         indexes = np.asarray(indexes)
         if indexes.dtype.kind not in "iu":
             raise ValueError(f"indexes must be integers, got dtype {indexes.dtype}")
@@ -209,7 +210,7 @@ class CdfTable:
             ``d >= 0`` above the range, ``2 * d - 1`` for one ``d >= 1`` below it.
         """
         values = np.asarray(values)
-        indexes = self._check_indexes(indexes)
+        indexes = self.check_indexes(indexes)
         if values.shape != indexes.shape or values.dtype.kind not in "iu":
             raise ValueError("values must be integers with the same shape as indexes")
         indexes = indexes.reshape(-1)
@@ -221,7 +222,7 @@ class CdfTable:
 
     def merge_values(self, symbols, indexes, overflow) -> np.ndarray:
         """Inverse of :meth:`split_values`: int64 values with the shape of ``indexes``."""
-        indexes = self._check_indexes(indexes)
+        indexes = self.check_indexes(indexes)
         flat_indexes = indexes.reshape(-1)
         symbols = np.asarray(symbols, dtype=np.int64)
         overflow = np.asarray(overflow, dtype=np.int64)
@@ -237,7 +238,7 @@ class CdfTable:
         """Ideal code length ``-sum log2 p`` of the values, escapes and bypass groups included:
         the size an exact entropy coder approaches."""
         symbols, overflow = self.split_values(values, indexes)
-        flat_indexes = self._check_indexes(indexes).reshape(-1)
+        flat_indexes = self.check_indexes(indexes).reshape(-1)
         freqs = self.cdfs[flat_indexes, symbols + 1] - self.cdfs[flat_indexes, symbols]
         counts, _ = bypass_groups(overflow)
         bypass_bits = BYPASS_BITS * (counts.size + counts.sum())

@@ -45,14 +45,13 @@ def constriction_model(cdf, precision: int) -> constriction.stream.model.Categor
     return constriction.stream.model.Categorical((weights - 1).astype(np.float64), perfect=False)
 
 
-def _groups_by_table(indexes: np.ndarray) -> list[tuple[int, np.ndarray]]:
+def _groups_by_table(indexes: np.ndarray, num_tables: int) -> list[tuple[int, np.ndarray]]:
     """(table, positions in the flat array) for every table in use, tables ascending."""
-    if indexes.size == 0:
-        return []
-    order = np.argsort(indexes, kind="stable")
-    tables, starts = np.unique(indexes[order], return_index=True)
-    groups = np.split(order, starts[1:])
-    return [(int(table), positions) for table, positions in zip(tables, groups, strict=True)]
+    # a stable sort of small unsigned keys is a radix sort in numpy: 10-20x faster than int64
+    keys = indexes.astype(np.uint16 if num_tables <= 1 << 16 else np.int64)
+    order = np.argsort(keys, kind="stable")
+    groups = np.split(order, np.cumsum(np.bincount(indexes, minlength=num_tables))[:-1])
+    return [(table, positions) for table, positions in enumerate(groups) if positions.size]
 
 
 def encode_with_indexes(values, indexes, table: CdfTable) -> bytes:
@@ -70,7 +69,7 @@ def encode_with_indexes(values, indexes, table: CdfTable) -> bytes:
     for raw in (groups, counts):
         if raw.size:
             coder.encode_reverse(raw.astype(np.int32), bypass)
-    for index, positions in reversed(_groups_by_table(flat_indexes)):
+    for index, positions in reversed(_groups_by_table(flat_indexes, table.num_tables)):
         model = constriction_model(table.cdfs[index, : table.lengths[index] + 1], table.precision)
         coder.encode_reverse(symbols[positions].astype(np.int32), model)
     return coder.get_compressed().astype("<u4").tobytes()
@@ -87,10 +86,10 @@ def decode_with_indexes(data: bytes, indexes, table: CdfTable) -> np.ndarray:
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
     if words.size and words[-1] == 0:
         raise DecodeError("corrupted fast-path data: it cannot end in a zero word")
-    flat_indexes = table._check_indexes(indexes).reshape(-1)
+    flat_indexes = table.check_indexes(indexes).reshape(-1)
     coder = constriction.stream.stack.AnsCoder(words)
     symbols = np.empty(flat_indexes.size, dtype=np.int64)
-    for index, positions in _groups_by_table(flat_indexes):
+    for index, positions in _groups_by_table(flat_indexes, table.num_tables):
         model = constriction_model(table.cdfs[index, : table.lengths[index] + 1], table.precision)
         symbols[positions] = coder.decode(model, positions.size)
     num_escaped = int(np.count_nonzero(symbols == table.lengths[flat_indexes] - 1))
