@@ -209,8 +209,7 @@ def main():
     bounds = np.cumsum(np.bincount(indexes, minlength=table.num_tables))[:-1]
     groups = [(j, positions) for j, positions in enumerate(np.split(order, bounds))
               if positions.size]
-    models = {j: constriction_model(table.cdfs[j, : table.lengths[j] + 1], table.precision)
-              for j, _ in groups}
+    models = {j: constriction_model(table.cdf(j), table.precision) for j, _ in groups}
     for kind, name in [("stack", "constriction AnsCoder, grouped by table"),
                        ("queue", "constriction RangeEncoder, grouped by table")]:
         encode_s, compressed = best_time(
@@ -236,7 +235,7 @@ def main():
         lambda: constriction.stream.stack.AnsCoder(compressed).decode(family, rows),
         args.repeats)
     assert np.array_equal(decoded, symbols[few])
-    report(f"constriction family, a row per value ({rows.shape[1]} wide)", rows.shape[0],
+    report(f"constriction family, 5e3 values x {rows.shape[1]} floats", rows.shape[0],
            encode_s, decode_s, compressed.nbytes,
            table.information_bits(values[few], indexes[few]) / 8)
     for lanes in [32, 256, 2048]:

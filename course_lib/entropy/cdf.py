@@ -189,6 +189,10 @@ class CdfTable:
     def num_tables(self) -> int:
         return self.cdfs.shape[0]
 
+    def cdf(self, index: int) -> np.ndarray:
+        """(lengths[index] + 1,) the CDF of one table without its padding."""
+        return self.cdfs[index, : self.lengths[index] + 1]
+
     def check_indexes(self, indexes) -> np.ndarray:
         """``indexes`` as int64 (same shape), or a ValueError if one names no table."""
         indexes = np.asarray(indexes)
