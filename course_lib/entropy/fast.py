@@ -6,7 +6,7 @@ itself runs in ``constriction``'s ``AnsCoder`` (Rust), chosen by measurement
 (``benchmarks/entropy_speed.py``, 3e5 latents, 64 tables): it codes at tens of millions of
 values per second within 0.01 % of the ideal size, while a vectorised numpy rANS needs many
 interleaved lanes to approach that speed, and each lane ends with its own 4-byte state (256
-lanes: 4x slower to decode and 0.8 % larger). ``constriction``'s RangeEncoder is as good; the
+lanes: over 5x slower to decode and 0.8 % larger). ``constriction``'s RangeEncoder is as good; the
 AnsCoder is the same algorithm as our readable coder (:mod:`course_lib.entropy.rans`).
 
 ``constriction`` is fed exactly our integer tables: its ``Categorical(w, perfect=False)``
@@ -19,10 +19,11 @@ increasing index, values in array order within a table); then one 4-bit group co
 value; then all their 4-bit groups (see :mod:`course_lib.entropy.cdf`); then the CRC-32 of
 the values (int64 little-endian), as two 16-bit symbols. An rANS decoder that ends in the right
 state catches most corruption but not all: a damaged word can change a few symbols and let the
-state re-converge. The checksum catches those too (all but about ``2**-32`` of them). The
-bytes are
-``constriction``'s 32-bit words, little-endian. The caller knows ``indexes`` (and so the number
-of values) on both sides, as in a hyperprior codec where they come from the side information.
+state re-converge. The checksum catches those too (all but about ``2**-32`` of them).
+
+The bytes are ``constriction``'s 32-bit words, little-endian. The caller knows ``indexes`` (and
+so the number of values) on both sides, as in a hyperprior codec where they come from the side
+information.
 """
 
 from __future__ import annotations
