@@ -32,7 +32,7 @@ def _show_response(image: torch.Tensor, kernel: torch.Tensor):
 
 
 def _draw(image: torch.Tensor, kernel: torch.Tensor, name: str):
-    figure, axes = plt.subplots(1, 3, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2, 3]})
+    figure, axes = plt.subplots(1, 3, figsize=(9, 3.4), gridspec_kw={"width_ratios": [3, 2, 3]})
     axes[0].imshow(image[0].permute(1, 2, 0).numpy())
     axes[0].set_title(f"input {tuple(image.shape[2:])}")
     limit = max(kernel.abs().max().item(), 1e-6)

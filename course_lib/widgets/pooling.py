@@ -18,7 +18,7 @@ def _draw(image: torch.Tensor, kind: str, size: int, stride: int, method: str):
     low = pooling.downsample(image, kind, size, stride)
     restored = pooling.upsample(low, method, stride, size=image.shape[2:])
     quality = metrics.psnr(image, restored).item()
-    figure, axes = plt.subplots(1, 3, figsize=(12, 4.8))
+    figure, axes = plt.subplots(1, 3, figsize=(10, 4))
     panels = [
         (image, f"input {tuple(image.shape[1:])}"),
         (low, f"{kind} pool {size}x{size}, stride {stride}\n-> {tuple(low.shape[1:])}, "
