@@ -229,3 +229,20 @@ def test_decoder_refuses_bad_bytes(photo):
             assert mj.decode(bytes(damaged)).ndim == 3
         except DecodeError:
             pass
+
+
+def test_file_is_its_named_parts(photo):
+    groups = [mj.encode_group(blocks) for blocks in mj.quantized_blocks(photo, 40)]
+    expected = 13 + sum(len(part) for parts in groups for part in parts.values())
+    assert len(mj.encode(photo, 40)) == expected
+
+
+def test_quality_comparison_widget(photo):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_lib.widgets.mini_jpeg import quality_comparison
+
+    panel = quality_comparison(photo, quality=30)
+    assert len(panel.children) == 2
+    matplotlib.pyplot.close("all")

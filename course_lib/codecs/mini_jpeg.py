@@ -424,21 +424,33 @@ def encode(image: np.ndarray, quality: int = 50, transform: str = "dct",
     height, width = _check_image(image).shape[:2]
     if max(height, width) > 65535:
         raise ValueError(f"image {height}x{width} is too large (at most 65535 per side)")
-    groups = quantized_blocks(image, quality, transform, subsampling, levels)
+    groups = [encode_group(blocks) for blocks in
+              quantized_blocks(image, quality, transform, subsampling, levels)]
     header = _HEADER.pack(MAGIC, VERSION, TRANSFORMS.index(transform),
                           levels if transform == "haar" else 0, quality,
                           SUBSAMPLINGS.index(subsampling), height, width)
-    tables, payload = [header], []
-    for blocks in groups:
-        dc_symbols, dc_values, ac_symbols, ac_values = block_symbols(blocks)
-        dc_code, ac_code = huffman_for(dc_symbols), huffman_for(ac_symbols)
-        dc_data, ac_data = dc_code.encode(dc_symbols), ac_code.encode(ac_symbols)
-        values = np.concatenate([dc_values, ac_values])
-        sizes = np.concatenate([dc_symbols, ac_symbols & 15])
-        tables += [table_bytes(dc_code), table_bytes(ac_code),
-                   _COUNTS.pack(ac_symbols.size, len(dc_data), len(ac_data))]
-        payload += [dc_data, ac_data, pack_bits(magnitude_bits(values, sizes), sizes)]
-    return b"".join(tables + payload)
+    tables = [parts[name] for parts in groups for name in GROUP_TABLES]
+    payload = [parts[name] for parts in groups for name in GROUP_PAYLOAD]
+    return b"".join([header, *tables, *payload])
+
+
+GROUP_TABLES = ("DC table", "AC table", "counts")
+GROUP_PAYLOAD = ("DC symbols", "AC symbols", "raw bits")
+
+
+def encode_group(blocks: np.ndarray) -> dict[str, bytes]:
+    """Stages 4-5 for one group of quantised blocks ``(B, K)`` (luma, or chroma): the named
+    parts of the file it contributes, in file order within :data:`GROUP_TABLES` (the Huffman
+    tables and stream lengths) and :data:`GROUP_PAYLOAD` (the coded streams)."""
+    dc_symbols, dc_values, ac_symbols, ac_values = block_symbols(blocks)
+    dc_code, ac_code = huffman_for(dc_symbols), huffman_for(ac_symbols)
+    dc_data, ac_data = dc_code.encode(dc_symbols), ac_code.encode(ac_symbols)
+    values = np.concatenate([dc_values, ac_values])
+    sizes = np.concatenate([dc_symbols, ac_symbols & 15])
+    return {"DC table": table_bytes(dc_code), "AC table": table_bytes(ac_code),
+            "counts": _COUNTS.pack(ac_symbols.size, len(dc_data), len(ac_data)),
+            "DC symbols": dc_data, "AC symbols": ac_data,
+            "raw bits": pack_bits(magnitude_bits(values, sizes), sizes)}
 
 
 def _read_header(data: bytes):
