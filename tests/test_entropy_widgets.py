@@ -1,0 +1,59 @@
+"""The helpers behind notebook 04's demos: exact arithmetic-coding intervals and rANS state
+sizes, checked against the information measures and the readable rANS coder."""
+
+from fractions import Fraction
+
+import matplotlib
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from course_lib.entropy import HuffmanCode, StaticModel, rans_encode, self_information
+from course_lib.widgets import entropy as demos
+
+matplotlib.use("Agg")
+messages = st.tuples(st.lists(st.integers(0, 2), min_size=1, max_size=30),
+                     st.lists(st.floats(0.05, 1.0), min_size=3, max_size=3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(messages)
+def test_intervals_nest_and_shrink_by_the_probabilities(case):
+    symbols, weights = case
+    pmf = np.array(weights) / np.sum(weights)
+    intervals = demos.arithmetic_intervals(symbols, pmf)
+    assert intervals[0] == (0, 1) and len(intervals) == len(symbols) + 1
+    for (low, width), (inner_low, inner_width) in zip(intervals[:-1], intervals[1:], strict=True):
+        assert low <= inner_low and inner_low + inner_width <= low + width
+    final_bits = -np.log2(float(intervals[-1][1]))
+    np.testing.assert_allclose(final_bits, self_information(pmf[symbols]).sum(), rtol=1e-5)
+
+
+def test_interval_of_a_worked_message():
+    # P(H) = 3/4, H = symbol 0 owns the bottom part: H -> [0, 3/4); T -> [9/16, 12/16);
+    # H -> [9/16, 9/16 + 3/16 * 3/4)
+    intervals = demos.arithmetic_intervals([0, 1, 0], [0.75, 0.25])
+    assert intervals[1:] == [(0, Fraction(3, 4)), (Fraction(9, 16), Fraction(3, 16)),
+                             (Fraction(9, 16), Fraction(9, 64))]
+
+
+@settings(max_examples=25, deadline=None)
+@given(messages)
+def test_rans_state_tracks_the_information(case):
+    symbols, weights = case
+    pmf = np.array(weights) / np.sum(weights)
+    bits = demos.rans_state_bits(symbols, pmf)
+    information = np.concatenate([[0], np.cumsum(self_information(pmf[symbols]))])
+    np.testing.assert_allclose(bits, information, atol=1e-3 * len(symbols) + 1e-9)
+    data = rans_encode(np.array(symbols), StaticModel.from_pmf(pmf))
+    assert bits[-1] <= 8 * len(data) - 32  # the coder's bytes hold the state's bits
+
+
+def test_demos_draw_and_refuse_bad_messages():
+    code = HuffmanCode.from_frequencies([5, 2, 1, 1])
+    demos.draw_code_tree(code, "abcd", [0.5, 0.2, 0.15, 0.15])
+    assert len(demos.coder_explorer("HTTH", 0.7, 2).children) == 2
+    with pytest.raises(ValueError, match="H and T"):
+        demos.coder_explorer("HXT")
+    matplotlib.pyplot.close("all")
