@@ -1,0 +1,162 @@
+"""Train the learned codec: ``python -m course_lib train [options]``.
+
+One command for a laptop CPU, a Colab GPU or several GPUs::
+
+    python -m course_lib train --run-dir runs/msh                      # CPU / one GPU
+    torchrun --nproc_per_node=4 -m course_lib train --run-dir runs/msh  # four GPUs (DDP)
+
+(Option names avoid prefixes of torchrun's own options, which its parser would take.)
+It trains a variable-rate mean–scale hyperprior (one model, one rate per λ in ``--lambdas``)
+on random patches of the course training set (CID22 + BSDS500) with the course's training
+loop (:func:`course_lib.train.train`): device auto-detection, mixed precision and larger
+batches on CUDA, a step-decay learning-rate schedule, a progress bar, a CSV log and a
+checkpoint every ``--checkpoint-every`` steps. Running the same command again resumes
+exactly where it stopped; ``--steps`` may be raised to continue a finished run.
+``python -m course_lib export --run-dir runs/msh --out weights/mean-scale-vr.pt`` writes
+the weights file the codec ships with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from . import datasets
+from .codecs.learned import build_model, save_weights
+from .models import LAMBDAS, RateDistortionLoss
+from .train import pick_device, train, unwrap
+
+DEFAULT_LAMBDAS = (LAMBDAS[0], LAMBDAS[2], LAMBDAS[4], LAMBDAS[6])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m course_lib train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoint and log")
+    p.add_argument("--architecture", default="mean-scale",
+                   choices=["hyperprior", "mean-scale"])
+    p.add_argument("--channels", type=int, default=128, help="channels N of the transforms")
+    p.add_argument("--latent-channels", type=int, default=192, help="channels M of y")
+    p.add_argument("--lambdas", default=",".join(map(str, DEFAULT_LAMBDAS)),
+                   help="comma-separated λ, one rate point each (lowest rate first)")
+    p.add_argument("--steps", type=int, default=300_000)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="per process; default 16 on CUDA, 8 otherwise")
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--decoder-quantization", default="ste", choices=["noise", "ste"])
+    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: detect)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start a new run from these weights (e.g. the shipped ones)")
+    p.add_argument("--images", type=int, default=None,
+                   help="use only the first N training images (quick tests)")
+    return p
+
+
+def _config(args) -> dict:
+    lambdas = [float(value) for value in str(args.lambdas).split(",") if value]
+    if not lambdas or any(value <= 0 for value in lambdas):
+        raise SystemExit("error: --lambdas needs positive numbers, e.g. 0.0018,0.0067")
+    return {"architecture": args.architecture, "n": args.channels,
+            "m": args.latent_channels,
+            "num_rates": len(lambdas), "lambdas": lambdas}
+
+
+def _init_distributed(device_arg):
+    """Set up DDP when started by torchrun; returns (device, rank, world size)."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1 and not dist.is_initialized():
+        cuda = torch.cuda.is_available() and device_arg in (None, "cuda")
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = pick_device(device_arg)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return device, rank, world_size
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = _config(args)
+    device, rank, world_size = _init_distributed(args.device)
+    batch_size = args.batch_size or (16 if device.type == "cuda" else 8)
+    run = args.run_dir
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        saved = run / "config.json"
+        if saved.is_file() and json.loads(saved.read_text()) != config:
+            raise SystemExit(f"error: {run} holds a run with another configuration "
+                             f"({saved}); choose another --run-dir")
+        saved.write_text(json.dumps(config, indent=2) + "\n")
+
+    paths = datasets.training_paths()[: args.images]
+    dataset = datasets.PatchDataset(paths, args.patch_size, train=True)
+    sampler = DistributedSampler(dataset, seed=args.seed) if world_size > 1 else None
+    generator = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None,
+                        sampler=sampler, num_workers=args.workers, drop_last=True,
+                        generator=generator, persistent_workers=args.workers > 0)
+
+    torch.manual_seed(args.seed)  # identical initial weights on every rank
+    model = build_model(config)
+    if args.init is not None and not (run / "checkpoint.pt").is_file():
+        initial = torch.load(args.init, map_location="cpu", weights_only=True)
+        if initial["config"] != config:
+            raise SystemExit(f"error: {args.init} has another configuration: "
+                             f"{initial['config']}")
+        model.load_state_dict(initial["state_dict"])
+    model.decoder_quantization = args.decoder_quantization
+    aux_parameters = [p for name, p in model.named_parameters() if name.endswith("quantiles")]
+    main_parameters = [p for name, p in model.named_parameters()
+                       if not name.endswith("quantiles")]
+    optimizer = torch.optim.Adam(main_parameters, lr=args.lr)
+    aux_optimizer = torch.optim.Adam(aux_parameters, lr=1e-3)
+    milestones = [int(args.steps * 0.8), int(args.steps * 0.95)]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.3)
+    lambdas = torch.tensor(config["lambdas"])
+    criterion = RateDistortionLoss()
+
+    def loss_fn(net, batch):
+        rates = torch.randint(len(lambdas), (batch.shape[0],))  # one rate per image
+        output = net(batch, rates.to(batch.device) if len(lambdas) > 1 else None)
+        losses = criterion(output, batch, lambdas[rates].to(batch.device))
+        losses["aux_loss"] = unwrap(net).aux_loss()
+        return losses
+
+    result = train(model, loader, loss_fn, optimizer, steps=args.steps,
+                   aux_optimizer=aux_optimizer, scheduler=scheduler, device=device,
+                   seed=args.seed, clip_grad_norm=1.0, checkpoint_path=run / "checkpoint.pt",
+                   checkpoint_every=args.checkpoint_every, log_csv=run / "log.csv",
+                   log_every=50)
+    if rank == 0:
+        print(f"stopped at step {result.step} after {result.seconds / 3600:.2f} h"
+              + (" (interrupted; run the same command to resume)" if result.interrupted
+                 else ""))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def export(argv=None) -> None:
+    """``python -m course_lib export --run-dir RUN --out FILE``: checkpoint -> weights file."""
+    p = argparse.ArgumentParser(prog="python -m course_lib export")
+    p.add_argument("--run-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    args = p.parse_args(argv)
+    config = json.loads((args.run_dir / "config.json").read_text())
+    checkpoint = torch.load(args.run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model = build_model(config)
+    model.load_state_dict(checkpoint["model"])
+    digest = save_weights(model, config, args.out)
+    print(f"{digest}  {args.out.name}  (step {checkpoint.get('step', '?')})")

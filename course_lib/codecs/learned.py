@@ -1,0 +1,233 @@
+"""The course's learned codec as real files: a documented container and shipped weights.
+
+File layout (all integers big-endian)::
+
+    offset size  field
+    0      4     magic b"LICC" (Learned Image Compression Course)
+    4      1     format version (1)
+    5      1     model id: index into SHIPPED_MODELS (the weights a decoder must load)
+    6      8     first 8 bytes of the sha256 of the weights file
+    14     2     image height H (1..65535)
+    16     2     image width W (1..65535)
+    18     1     bottom padding (pixels added to reach a multiple of the model's stride)
+    19     1     right padding
+    20     2     rate setting × 1000 (e.g. 1500 for rate 1.5)
+    22     1     number of streams S
+    23     4·S   length of each stream in bytes
+    ..     ..    the S streams (hyperprior: y then z)
+    end-4  4     CRC-32 of everything before it
+
+``compress_image(image, quality) -> bytes`` and ``decompress_image(bytes) -> image`` take and
+give uint8 RGB arrays of any size. Every problem with a file (wrong magic, other weights,
+truncation, corruption) raises :class:`CodecFileError` with what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..entropy.errors import DecodeError
+from ..images import ImageError, crop, pad_to_multiple, to_tensor, to_uint8
+from ..models import MODELS, CompressionModel
+
+MAGIC = b"LICC"
+VERSION = 1
+_HEADER = struct.Struct(">4sBB8sHHBBHB")
+_CRC = struct.Struct(">I")
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent.parent / "weights"
+
+# Model ids are part of the file format: append, never reorder.
+SHIPPED_MODELS = ("mean-scale-vr",)
+
+
+class CodecFileError(ValueError):
+    """A file that this codec cannot decode; the message says why and what to do."""
+
+
+class WeightsError(RuntimeError):
+    """Shipped weights missing or damaged; the message says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: CompressionModel
+    sha256: str
+    config: dict
+
+
+def save_weights(model: CompressionModel, config: dict, path: str | Path) -> str:
+    """Write ``{"config", "state_dict"}`` (CDF tables included) and return its sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().cpu() if isinstance(value, torch.Tensor) else value
+             for key, value in model.state_dict().items()}
+    torch.save({"config": dict(config), "state_dict": state}, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_model(config: dict) -> CompressionModel:
+    """A model from its config ``{"architecture", "n", "m", "num_rates", ...}``."""
+    architecture = config["architecture"]
+    if architecture not in MODELS:
+        raise WeightsError(f"unknown architecture {architecture!r}; known: {sorted(MODELS)}")
+    kwargs = {"n": config["n"], "m": config["m"]}
+    if config.get("num_rates", 1) > 1:
+        kwargs["num_rates"] = config["num_rates"]
+    return MODELS[architecture](**kwargs)
+
+
+def load_weights(path: str | Path, expected_sha256: str | None = None) -> LoadedModel:
+    """Load a weights file, verifying its sha256 first; ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"no weights file at {path}")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise WeightsError(f"{path.name} is damaged or not the shipped file: sha256 "
+                           f"{digest[:16]}… instead of {expected_sha256[:16]}…; restore it with "
+                           f"`git checkout -- {path}` (or git lfs pull)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
+    return LoadedModel(path.stem, model, digest, saved["config"])
+
+
+def shipped_manifest() -> dict[str, str]:
+    """``{file name: sha256}`` from ``weights/SHA256SUMS``."""
+    manifest = WEIGHTS_DIR / "SHA256SUMS"
+    if not manifest.is_file():
+        raise WeightsError(f"{manifest} is missing: the shipped weights are not installed")
+    pairs = (line.split() for line in manifest.read_text().splitlines() if line.strip())
+    return {name: digest for digest, name in pairs}
+
+
+_loaded: dict[str, LoadedModel] = {}
+
+
+def load_shipped(name: str = SHIPPED_MODELS[0]) -> LoadedModel:
+    """The shipped model ``name`` (cached), checksum-verified against the manifest."""
+    if name not in SHIPPED_MODELS:
+        raise WeightsError(f"unknown model {name!r}; shipped: {SHIPPED_MODELS}")
+    if name not in _loaded:
+        filename = f"{name}.pt"
+        manifest = shipped_manifest()
+        if filename not in manifest:
+            raise WeightsError(f"{filename} is not listed in weights/SHA256SUMS")
+        _loaded[name] = load_weights(WEIGHTS_DIR / filename, manifest[filename])
+    return _loaded[name]
+
+
+def _rate_range(model: CompressionModel) -> tuple[float, float]:
+    return 0.0, float(getattr(model, "num_rates", 1) - 1)
+
+
+def compress_image(image: np.ndarray, quality: float, loaded: LoadedModel | None = None) -> bytes:
+    """uint8 RGB ``(H, W, 3)`` -> bytes of a complete file at rate setting ``quality``."""
+    loaded = loaded or load_shipped()
+    array = np.asarray(image)
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 4):
+        raise ImageError("this codec codes RGB images: convert greyscale or RGBA first "
+                         "(course_lib.images.load_image(path) returns RGB)")
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ImageError(f"expected a uint8 RGB array (H, W, 3), got {array.dtype} {array.shape}")
+    height, width = array.shape[:2]
+    if not (1 <= height <= 65535 and 1 <= width <= 65535):
+        raise ImageError(f"image size {height}x{width} is outside 1..65535")
+    low, high = _rate_range(loaded.model)
+    if not low <= quality <= high:
+        raise ValueError(f"quality must lie in [{low:g}, {high:g}] for {loaded.name}, "
+                         f"got {quality}")
+    quality = round(float(quality) * 1000) / 1000
+    model_id = SHIPPED_MODELS.index(loaded.name) if loaded.name in SHIPPED_MODELS else 255
+    x, (pad_h, pad_w) = pad_to_multiple(to_tensor(array), loaded.model.multiple)
+    rate = quality if high > 0 else None
+    result = loaded.model.compress(x.to(next(loaded.model.parameters()).device), rate)
+    streams = result["strings"]
+    header = _HEADER.pack(MAGIC, VERSION, model_id, bytes.fromhex(loaded.sha256[:16]), height,
+                          width, pad_h, pad_w, round(quality * 1000), len(streams))
+    body = header + b"".join(struct.pack(">I", len(s)) for s in streams) + b"".join(streams)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+@dataclass
+class FileInfo:
+    model_id: int
+    weights_prefix: str
+    height: int
+    width: int
+    pad_h: int
+    pad_w: int
+    quality: float
+    streams: list[bytes]
+
+
+def parse(data: bytes) -> FileInfo:
+    """Check and split a file into its fields (no decoding yet)."""
+    data = bytes(data)
+    if len(data) < _HEADER.size + _CRC.size:
+        raise CodecFileError(f"file too short ({len(data)} bytes) to be a course codec file")
+    magic, version, model_id, prefix, height, width, pad_h, pad_w, quality, count = (
+        _HEADER.unpack_from(data))
+    if magic != MAGIC:
+        raise CodecFileError("not a course codec file (wrong magic bytes); for PNG/JPEG use "
+                             "course_lib.images.load_image")
+    if version != VERSION:
+        raise CodecFileError(f"file format version {version} is not supported (this is "
+                             f"version {VERSION}); update course_lib")
+    (stored_crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+    if zlib.crc32(data[: -_CRC.size]) != stored_crc:
+        raise CodecFileError("the file is corrupted or truncated (checksum mismatch); "
+                             "re-encode or re-download it")
+    lengths_end = _HEADER.size + 4 * count
+    lengths = struct.unpack_from(f">{count}I", data, _HEADER.size) if count else ()
+    if lengths_end + sum(lengths) + _CRC.size != len(data) or count == 0:
+        raise CodecFileError("the file's stream lengths do not add up: corrupted file")
+    streams, position = [], lengths_end
+    for length in lengths:
+        streams.append(data[position : position + length])
+        position += length
+    if height == 0 or width == 0:
+        raise CodecFileError("the file declares an empty image: corrupted file")
+    return FileInfo(model_id, prefix.hex(), height, width, pad_h, pad_w, quality / 1000, streams)
+
+
+def decompress_image(data: bytes, loaded: LoadedModel | None = None) -> np.ndarray:
+    """Bytes of a file from :func:`compress_image` -> uint8 RGB ``(H, W, 3)``."""
+    info = parse(data)
+    if loaded is None:
+        if info.model_id >= len(SHIPPED_MODELS):
+            raise CodecFileError(f"file made with unknown model id {info.model_id}; pass the "
+                                 "model it was made with (loaded=...)")
+        loaded = load_shipped(SHIPPED_MODELS[info.model_id])
+    if loaded.sha256[:16] != info.weights_prefix:
+        raise CodecFileError(f"file was made with other weights (sha256 {info.weights_prefix}…)"
+                             f" than {loaded.name} ({loaded.sha256[:16]}…); decode it with the "
+                             "weights that made it")
+    multiple = loaded.model.multiple
+    padded_h, padded_w = info.height + info.pad_h, info.width + info.pad_w
+    if padded_h % multiple or padded_w % multiple or info.pad_h >= multiple or (
+            info.pad_w >= multiple):
+        raise CodecFileError("the file's size and padding are inconsistent: corrupted file")
+    low, high = _rate_range(loaded.model)
+    if not low <= info.quality <= high:
+        raise CodecFileError(f"the file's rate setting {info.quality} is outside the model's "
+                             f"range [{low:g}, {high:g}]: corrupted file")
+    # The coded latents are 1/multiple of the padded size: y (factorized) or z (hyperprior).
+    latent_shape = (padded_h // multiple, padded_w // multiple)
+    rate = info.quality if high > 0 else None
+    try:
+        x_hat = loaded.model.decompress(info.streams, latent_shape, rate)
+    except (DecodeError, ValueError) as error:
+        raise CodecFileError(f"the file's data could not be decoded ({error}): corrupted "
+                             "file") from None
+    return to_uint8(crop(x_hat, info.height, info.width))

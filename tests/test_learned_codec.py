@@ -1,0 +1,236 @@
+"""The learned codec end to end: models, files, determinism, bad input, command line, DDP."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import __main__ as cli
+from course_lib.codecs import learned
+from course_lib.images import ImageError, load_image, save_image
+from course_lib.models import (
+    FactorizedPrior,
+    MeanScaleHyperprior,
+    RateDistortionLoss,
+    ScaleHyperprior,
+)
+
+CONFIG = {"architecture": "mean-scale", "n": 16, "m": 24, "num_rates": 3,
+          "lambdas": [0.002, 0.01, 0.05]}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small, briefly trained mean-scale model saved and reloaded as shipped weights are."""
+    torch.manual_seed(0)
+    model = learned.build_model(CONFIG)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    criterion = RateDistortionLoss()
+    images = torch.rand(4, 3, 64, 64)
+    images = torch.nn.functional.avg_pool2d(images, 5, 1, 2)  # some spatial correlation
+    for _ in range(20):
+        rates = torch.arange(4) % 3
+        losses = criterion(model(images, rates), images, torch.tensor(CONFIG["lambdas"])[rates])
+        optimizer.zero_grad()
+        (losses["loss"] + model.aux_loss()).backward()
+        optimizer.step()
+    folder = tmp_path_factory.mktemp("weights")
+    digest = learned.save_weights(model, CONFIG, folder / "mean-scale-vr.pt")
+    (folder / "SHA256SUMS").write_text(f"{digest}  mean-scale-vr.pt\n")
+    return folder
+
+
+@pytest.fixture
+def shipped(tiny, monkeypatch):
+    monkeypatch.setattr(learned, "WEIGHTS_DIR", tiny)
+    monkeypatch.setattr(learned, "_loaded", {})
+    return learned.load_shipped()
+
+
+def _photo(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // 4 + 2, width // 4 + 2, 3)).astype(np.float64)
+    big = np.kron(base, np.ones((4, 4, 1)))[:height, :width]
+    return np.clip(big + rng.normal(0, 6, big.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("model_class", [FactorizedPrior, ScaleHyperprior, MeanScaleHyperprior])
+def test_compress_decompress_equals_the_rounded_forward_pass(model_class):
+    torch.manual_seed(0)
+    model = model_class(16, 24).eval()
+    x = torch.rand(1, 3, 64, 128)
+    result = model.compress(x)
+    x_hat = model.decompress(result["strings"], result["shape"])
+    torch.testing.assert_close(x_hat, model(x)["x_hat"].clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def test_files_round_trip_any_size_and_rate(shipped):
+    for height, width, quality in [(64, 64, 0), (37, 53, 1.5), (130, 70, 2)]:
+        image = _photo(height, width)
+        data = learned.compress_image(image, quality)
+        info = learned.parse(data)
+        assert (info.height, info.width, info.quality) == (height, width, quality)
+        decoded = learned.decompress_image(data)
+        assert decoded.shape == image.shape and decoded.dtype == np.uint8
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None] / 255.0
+        padded, _ = learned.pad_to_multiple(x, shipped.model.multiple)
+        reference = shipped.model(padded, quality)["x_hat"].clamp(0, 1)[..., :height, :width]
+        expected = np.clip(np.round(reference[0].permute(1, 2, 0).detach().numpy() * 255), 0, 255)
+        assert np.abs(decoded.astype(int) - expected).max() <= 1
+
+
+def test_higher_rate_setting_gives_bigger_files(shipped):
+    image = _photo(128, 128, seed=3)
+    sizes = [len(learned.compress_image(image, q)) for q in (0, 1, 2)]
+    assert sizes[0] < sizes[2]
+
+
+def _decode_symbols_in_subprocess(data: bytes, weights: Path, threads: int, tmp_path) -> Path:
+    """Decode in a fresh process (reload from disk) with a given thread count."""
+    source, target = tmp_path / f"in{threads}.licc", tmp_path / f"out{threads}.npy"
+    source.write_bytes(data)
+    code = f"""
+import numpy as np, torch
+torch.set_num_threads({threads})
+from course_lib.codecs import learned
+loaded = learned.load_weights({str(weights)!r})
+info = learned.parse(open({str(source)!r}, 'rb').read())
+model = loaded.model
+z_hat = model.entropy_bottleneck.decompress(info.streams[1], (1, model.n, *[
+    (s + p) // model.multiple for s, p in ((info.height, info.pad_h), (info.width, info.pad_w))]))
+scales, means = model._entropy_parameters(model._hyper_synthesis_float64(z_hat))
+from course_lib.entropy import fast
+symbols = fast.decode_with_indexes(info.streams[0], model.gaussian_conditional.indexes(scales),
+                                   model.gaussian_conditional.table())
+np.save({str(target)!r}, symbols)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    return target
+
+
+def test_decoding_is_bit_exact_across_threads_and_reload(shipped, tmp_path):
+    torch.set_num_threads(1)
+    try:
+        image = _photo(192, 256, seed=5)
+        data = learned.compress_image(image, 1.25)
+        x, _ = learned.pad_to_multiple(torch.from_numpy(image).permute(2, 0, 1)[None] / 255.0,
+                                       64)
+        encoder_symbols = shipped.model.latents(x, 1.25)["y"].numpy()
+    finally:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    weights = learned.WEIGHTS_DIR / "mean-scale-vr.pt"
+    decoded = np.load(_decode_symbols_in_subprocess(data, weights, 2, tmp_path))
+    np.testing.assert_array_equal(decoded, encoder_symbols)
+    first = learned.decompress_image(data)
+    reloaded = learned.load_weights(weights, hashlib.sha256(weights.read_bytes()).hexdigest())
+    np.testing.assert_array_equal(learned.decompress_image(data, reloaded), first)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_encode_cpu_decode(shipped):
+    image = _photo(128, 192, seed=7)
+    cpu_file = learned.compress_image(image, 1.0)
+    shipped.model.cuda()
+    try:
+        gpu_file = learned.compress_image(image, 1.0)
+    finally:
+        shipped.model.cpu()
+    decoded = learned.decompress_image(gpu_file)
+    assert decoded.shape == image.shape
+    assert abs(len(gpu_file) - len(cpu_file)) <= 8
+
+
+def test_bad_images_and_arguments_are_refused_clearly(shipped):
+    with pytest.raises(ImageError, match="RGB"):
+        learned.compress_image(np.zeros((32, 32), np.uint8), 1)
+    with pytest.raises(ImageError, match="RGB"):
+        learned.compress_image(np.zeros((32, 32, 4), np.uint8), 1)
+    with pytest.raises(ImageError, match="uint8"):
+        learned.compress_image(np.zeros((32, 32, 3), np.float32), 1)
+    with pytest.raises(ValueError, match="quality"):
+        learned.compress_image(_photo(32, 32), 7)
+
+
+def test_corrupted_and_truncated_files_raise_codec_file_errors(shipped):
+    data = learned.compress_image(_photo(96, 80, seed=11), 1.0)
+    rng = np.random.default_rng(0)
+    failures = 0
+    for trial in range(300):
+        mutated = bytearray(data)
+        kind = trial % 3
+        if kind == 0:  # flip random bits
+            for position in rng.integers(0, len(mutated), rng.integers(1, 4)):
+                mutated[position] ^= 1 << int(rng.integers(0, 8))
+        elif kind == 1:  # truncate
+            mutated = mutated[: int(rng.integers(0, len(mutated)))]
+        else:  # overwrite a run of bytes
+            start = int(rng.integers(0, len(mutated)))
+            mutated[start : start + 8] = rng.bytes(8)
+        if bytes(mutated) == data:
+            continue
+        with pytest.raises(learned.CodecFileError):
+            learned.decompress_image(bytes(mutated))
+        failures += 1
+    assert failures > 250
+    with pytest.raises(learned.CodecFileError, match="magic"):
+        learned.decompress_image(b"\x89PNG" + data[4:])
+
+
+def test_files_from_other_weights_are_refused(shipped, tmp_path):
+    data = bytearray(learned.compress_image(_photo(64, 64), 0))
+    other = learned.LoadedModel("mean-scale-vr", shipped.model, "f" * 64, CONFIG)
+    with pytest.raises(learned.CodecFileError, match="other weights"):
+        learned.decompress_image(bytes(data), other)
+
+
+def test_damaged_weights_file_is_refused(shipped, tmp_path):
+    damaged = tmp_path / "w.pt"
+    damaged.write_bytes((learned.WEIGHTS_DIR / "mean-scale-vr.pt").read_bytes()[:-10])
+    with pytest.raises(learned.WeightsError, match="damaged"):
+        learned.load_weights(damaged, shipped.sha256)
+
+
+def test_command_line_encode_decode_and_errors(shipped, tmp_path, capsys):
+    image = _photo(70, 90, seed=2)
+    source = save_image(image, tmp_path / "in.png")
+    assert cli.main(["encode", str(source), str(tmp_path / "a.licc"), "--quality", "1"]) == 0
+    assert "bpp" in capsys.readouterr().out
+    assert cli.main(["decode", str(tmp_path / "a.licc"), str(tmp_path / "out.png")]) == 0
+    np.testing.assert_array_equal(load_image(tmp_path / "out.png"),
+                                  learned.decompress_image((tmp_path / "a.licc").read_bytes()))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    assert cli.main(["encode", str(tmp_path / "broken.png"), str(tmp_path / "b.licc"),
+                     "--quality", "1"]) == 2
+    assert "damaged" in capsys.readouterr().err
+    (tmp_path / "bad.licc").write_bytes((tmp_path / "a.licc").read_bytes()[:-5])
+    assert cli.main(["decode", str(tmp_path / "bad.licc"), str(tmp_path / "x.png")]) == 2
+    assert "corrupted" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+    assert cli.main(["decode", str(tmp_path / "missing.licc"), str(tmp_path / "x.png")]) == 2
+    assert cli.main(["frobnicate"]) == 2
+
+
+def test_training_command_runs_ddp_with_two_cpu_processes(tmp_path):
+    """torchrun --nproc_per_node=2 with the gloo backend, a few steps, then export."""
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--standalone", "-m", "course_lib", "train", "--run-dir", str(run),
+               "--device", "cpu", "--channels", "8", "--latent-channels", "12",
+               "--lambdas", "0.01,0.05",
+               "--steps", "4", "--batch-size", "2", "--patch-size", "64", "--images", "6",
+               "--workers", "0", "--checkpoint-every", "2"]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == 4
+    assert (run / "log.csv").read_text().count("\n") >= 2
+    out = tmp_path / "w.pt"
+    cli.main(["export", "--run-dir", str(run), "--out", str(out)])
+    loaded = learned.load_weights(out)
+    assert loaded.config["num_rates"] == 2

@@ -1,0 +1,139 @@
+"""GDN, quantisation and the entropy models of the learned codec."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from course_lib.entropy.cdf import CdfTable
+from course_lib.entropy_models import EntropyBottleneck, GaussianConditional, quantize
+from course_lib.layers import GDN, lower_bound
+
+
+def test_gdn_matches_its_formula_and_igdn_inverts_the_scaling():
+    torch.manual_seed(0)
+    gdn, igdn = GDN(4), GDN(4, inverse=True)
+    with torch.no_grad():
+        for layer in (gdn, igdn):
+            layer.beta.copy_(layer.beta_reparam.init(torch.rand(4) + 0.5))
+            layer.gamma.copy_(layer.gamma_reparam.init(torch.rand(4, 4) * 0.3))
+    x = torch.randn(2, 4, 5, 7)
+    beta = gdn.beta_reparam(gdn.beta)
+    gamma = gdn.gamma_reparam(gdn.gamma)
+    norm_ = torch.sqrt(beta.view(1, 4, 1, 1) + torch.einsum("ij,njhw->nihw", gamma, x**2))
+    torch.testing.assert_close(gdn(x), x / norm_, rtol=1e-5, atol=1e-6)
+    beta_i, gamma_i = igdn.beta_reparam(igdn.beta), igdn.gamma_reparam(igdn.gamma)
+    norm_i = torch.sqrt(beta_i.view(1, 4, 1, 1) + torch.einsum("ij,njhw->nihw", gamma_i, x**2))
+    torch.testing.assert_close(igdn(x), x * norm_i, rtol=1e-5, atol=1e-6)
+
+
+def test_gdn_parameters_stay_non_negative_under_training():
+    torch.manual_seed(0)
+    gdn = GDN(3)
+    optimizer = torch.optim.SGD(gdn.parameters(), lr=1.0)
+    for _ in range(20):  # push beta and gamma hard towards negative values
+        optimizer.zero_grad()
+        (gdn.beta_reparam(gdn.beta).sum() + gdn.gamma_reparam(gdn.gamma).sum()).backward()
+        optimizer.step()
+    assert gdn.beta_reparam(gdn.beta).min() >= 1e-6 - 1e-12
+    assert gdn.gamma_reparam(gdn.gamma).min() >= 0
+    assert torch.isfinite(gdn(torch.randn(1, 3, 4, 4))).all()
+
+
+def test_lower_bound_lets_upward_gradients_through():
+    x = torch.tensor([-1.0, 2.0], requires_grad=True)
+    y = lower_bound(x, 0.0)
+    assert y.tolist() == [0.0, 2.0]
+    (y * torch.tensor([-1.0, 1.0])).sum().backward()  # wants x[0] to grow: passes
+    assert x.grad.tolist() == [-1.0, 1.0]
+    x.grad = None
+    lower_bound(x, 0.0).sum().backward()  # would push x[0] further down: blocked
+    assert x.grad.tolist() == [0.0, 1.0]
+
+
+def test_quantisation_modes():
+    torch.manual_seed(0)
+    x = torch.randn(1000, requires_grad=True) * 3
+    noisy = quantize(x, "noise")
+    assert (noisy - x).abs().max() <= 0.5 and (noisy - x).std() > 0.25
+    offset = torch.tensor(0.3)
+    rounded = quantize(x, "round", offset)
+    assert torch.allclose(rounded - offset, torch.round(rounded - offset), atol=1e-6)
+    ste = quantize(x, "ste", offset)
+    torch.testing.assert_close(ste, rounded)
+    (grad,) = torch.autograd.grad(ste.sum(), x)
+    assert torch.equal(grad, torch.ones_like(grad))  # straight through
+    with pytest.raises(ValueError, match="noise"):
+        quantize(x, "floor")
+
+
+def test_gaussian_likelihood_matches_scipy():
+    torch.manual_seed(0)
+    y = torch.randn(2, 3, 4, 5, dtype=torch.float64) * 4
+    scales = torch.rand(2, 3, 4, 5, dtype=torch.float64) * 5 + 0.2
+    means = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    model = GaussianConditional()
+    ours = model.likelihood(torch.round(y), scales, means).numpy()
+    value, mu, s = torch.round(y).numpy(), means.numpy(), scales.numpy()
+    reference = norm.cdf(value + 0.5, mu, s) - norm.cdf(value - 0.5, mu, s)
+    np.testing.assert_allclose(ours, np.maximum(reference, 1e-9), rtol=1e-6, atol=1e-12)
+
+
+def test_gaussian_conditional_round_trip_and_rate():
+    torch.manual_seed(1)
+    model = GaussianConditional()
+    scales = torch.exp(torch.randn(1, 8, 16, 16) * 1.5)
+    means = torch.randn(1, 8, 16, 16) * 3
+    y = means + scales * torch.randn(1, 8, 16, 16)
+    y[0, 0, 0, 0] = 10_000.0  # far outside any table: escape-coded, still exact
+    data = model.compress(y, scales, means)
+    y_hat = model.decompress(data, scales, means)
+    torch.testing.assert_close(y_hat, torch.round(y - means) + means)
+    estimated = -torch.log2(model.likelihood(y_hat, scales, means)).sum().item()
+    assert 8 * len(data) < estimated * 1.05 + 64  # the table quantisation costs little
+
+
+def _trained_bottleneck(channels=4, steps=150):
+    torch.manual_seed(0)
+    model = EntropyBottleneck(channels)
+    data = torch.randn(32, channels, 8, 8) * torch.tensor([0.5, 2.0, 5.0, 1.0]).view(1, -1, 1, 1)
+    main = [p for n, p in model.named_parameters() if n != "quantiles"]
+    optimizer = torch.optim.Adam(main, lr=1e-2)
+    aux = torch.optim.Adam([model.quantiles], lr=1e-1)
+    for _ in range(steps):
+        _, likelihoods = model(data)
+        loss = -torch.log2(likelihoods).mean() + model.loss()
+        optimizer.zero_grad(), aux.zero_grad()
+        loss.backward()
+        optimizer.step(), aux.step()
+    return model.eval(), data
+
+
+def test_entropy_bottleneck_density_is_a_distribution_and_codes_exactly():
+    model, data = _trained_bottleneck()
+    grid = torch.arange(-60.0, 61.0).view(1, 1, -1).repeat(4, 1, 1)
+    pmf, _, _ = model._likelihood(grid)
+    np.testing.assert_allclose(pmf.sum(dim=-1).detach().numpy().ravel(), 1.0, atol=1e-3)
+    y_hat, likelihoods = model(data)
+    string = model.compress(data)
+    decoded = model.decompress(string, data.shape)
+    torch.testing.assert_close(decoded, y_hat)
+    estimated_bits = -torch.log2(likelihoods).sum().item()
+    assert abs(8 * len(string) - estimated_bits) < 0.02 * estimated_bits + 64
+
+
+def test_tables_rebuild_when_parameters_change_and_survive_save_load():
+    model, data = _trained_bottleneck(steps=50)
+    assert model.update() is True and model.update() is False  # built once, then current
+    with torch.no_grad():
+        model.biases[0].add_(0.1)
+    assert not model.tables_are_current()
+    string = model.compress(data)  # rebuilds by itself
+    assert model.tables_are_current()
+    clone = EntropyBottleneck(4)
+    clone.load_state_dict(model.state_dict())
+    assert clone.tables_are_current()  # the loaded integer tables are kept as they are
+    assert torch.equal(clone._cdfs, model._cdfs)
+    torch.testing.assert_close(clone.decompress(string, data.shape), model(data)[0])
+    assert isinstance(CdfTable(clone._cdfs.numpy(), clone._cdf_lengths.numpy(),
+                               clone._cdf_offsets.numpy(), 16), CdfTable)
