@@ -19,11 +19,11 @@ lab: $(STAMP)
 test: export COURSE_FAST ?= 1
 test: export MPLBACKEND ?= Agg
 test: $(STAMP)
-	$(BIN)/ruff check course_lib tests
+	$(BIN)/ruff check course_lib tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check course_lib tests
+	$(BIN)/ruff check course_lib tests benchmarks
 
 clean-venv:
 	rm -rf $(VENV)
