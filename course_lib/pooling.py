@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import _check_image, _pair, conv2d_unfold, conv_transpose2d, im2col
+from .conv import _check_image, _pair, im2col
 
 
 def _pool_geometry(x, kernel_size, stride, padding):
@@ -157,15 +157,17 @@ def bilinear_kernel(factor: int, dtype: torch.dtype = torch.float32) -> torch.Te
 
 def _upsample_with_kernel(x: torch.Tensor, kernel: torch.Tensor, factor: int) -> torch.Tensor:
     """Depthwise stride-``factor`` transposed conv of ``x (N, C, H, W)`` with one ``(k, k)``
-    kernel, borders replicated -> ``(N, C, factor*H, factor*W)``."""
+    kernel (``k - factor`` even), borders replicated -> ``(N, C, factor*H, factor*W)``."""
     batch, channels, height, width = x.shape
     size = kernel.shape[-1]
-    padding = (size - factor + 1) // 2
-    # One replicated pixel on each side stands in for the pixels beyond the border, as
-    # interpolation clamps there; the extra `factor` output pixels it produces are cropped.
-    planes = F.pad(x.reshape(batch * channels, 1, height, width), (1, 1, 1, 1), mode="replicate")
-    out = conv_transpose2d(planes, kernel.to(x.dtype).reshape(1, 1, size, size),
-                           stride=factor, padding=padding + factor)
+    padding = (size - factor) // 2
+    # Stamps of pixels up to `margin` beyond the border reach the output; replicating the
+    # border there stands in for them, as interpolation clamps. Their extra rows are cropped.
+    margin = (size - 1 - padding) // factor
+    planes = F.pad(x.reshape(batch * channels, 1, height, width), (margin,) * 4,
+                   mode="replicate")
+    out = F.conv_transpose2d(planes, kernel.to(x.dtype).reshape(1, 1, size, size),
+                             stride=factor, padding=padding + margin * factor)
     return out.reshape(batch, channels, factor * height, factor * width)
 
 
@@ -235,16 +237,22 @@ def icnr_(weight: torch.Tensor, factor: int) -> torch.Tensor:
 class LearnedResampler(nn.Module):
     """Downsample by ``factor`` with a strided conv and upsample back with a transposed conv.
 
-    One ``(k, k)`` kernel each, shared by all channels, ``k = 2 * factor - factor % 2``. They
-    start as the tent filter and bilinear interpolation (a fixed resampler that already beats
-    average pooling + nearest); training adapts them to the images. ``down``:
-    ``(N, C, H, W) -> (N, C, H/factor, W/factor)``, ``up``: the reverse, H and W multiples of
-    ``factor``.
+    One ``(k, k)`` kernel each, shared by all channels; ``kernel_size`` defaults to the tent's
+    ``2 * factor - factor % 2`` and must exceed ``factor`` by an even number. They start as the
+    tent filter and bilinear interpolation (zero-padded to ``kernel_size``); training adapts
+    them to the images. ``down``: ``(N, C, H, W) -> (N, C, H/factor, W/factor)`` (H and W
+    multiples of ``factor``), ``up``: the reverse.
     """
 
-    def __init__(self, factor: int):
+    def __init__(self, factor: int, kernel_size: int | None = None):
         super().__init__()
-        kernel = bilinear_kernel(factor)
+        tent = bilinear_kernel(factor)
+        kernel_size = tent.shape[0] if kernel_size is None else kernel_size
+        if kernel_size < tent.shape[0] or (kernel_size - factor) % 2:
+            raise ValueError(f"kernel_size must be >= {tent.shape[0]} and differ from the "
+                             f"factor {factor} by an even number, got {kernel_size}")
+        offset = (kernel_size - tent.shape[0]) // 2
+        kernel = F.pad(tent, (offset,) * 4)
         self.factor = factor
         self.down_kernel = nn.Parameter(kernel / kernel.sum())
         self.up_kernel = nn.Parameter(kernel.clone())
@@ -255,11 +263,10 @@ class LearnedResampler(nn.Module):
         if height % self.factor or width % self.factor:
             raise ValueError(f"H and W ({height}x{width}) must be multiples of {self.factor}")
         size = self.down_kernel.shape[-1]
-        pad = (size - self.factor + 1) // 2
+        pad = (size - self.factor) // 2  # centres each window on its factor x factor block
         planes = F.pad(x.reshape(batch * channels, 1, height, width), (pad,) * 4,
                        mode="replicate")
-        out = conv2d_unfold(planes, self.down_kernel.reshape(1, 1, size, size),
-                            stride=self.factor)
+        out = F.conv2d(planes, self.down_kernel.reshape(1, 1, size, size), stride=self.factor)
         return out.reshape(batch, channels, height // self.factor, width // self.factor)
 
     def up(self, y: torch.Tensor) -> torch.Tensor:

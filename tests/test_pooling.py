@@ -231,3 +231,14 @@ def test_downsample_kinds_and_upsample_back_to_size():
         pooling.downsample(x, "median")
     with pytest.raises(ValueError, match="unknown"):
         pooling.upsample(low, "lanczos")
+
+
+def test_learned_resampler_with_a_larger_kernel_starts_identical():
+    """The tent, zero-padded to a larger kernel, gives the same images, borders included."""
+    x = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(3))
+    small, large = pooling.LearnedResampler(4), pooling.LearnedResampler(4, kernel_size=16)
+    with torch.no_grad():
+        torch.testing.assert_close(large.down(x), small.down(x), atol=1e-6, rtol=0)
+        torch.testing.assert_close(large(x), small(x), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="even number"):
+        pooling.LearnedResampler(4, kernel_size=11)
