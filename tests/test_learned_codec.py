@@ -234,3 +234,19 @@ def test_training_command_runs_ddp_with_two_cpu_processes(tmp_path):
     cli.main(["export", "--run-dir", str(run), "--out", str(out)])
     loaded = learned.load_weights(out)
     assert loaded.config["num_rates"] == 2
+
+
+def test_channel_costs_add_up_to_the_model_rate(shipped):
+    from course_lib.models import rate_bits
+    from course_lib.widgets.learned_codec import channel_costs, reconstruct_keeping
+
+    image = _photo(64, 128, seed=4)
+    costs = channel_costs(shipped.model, image, 1.0)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None] / 255.0
+    with torch.no_grad():
+        total = rate_bits(shipped.model(x, 1.0)["likelihoods"]).item()
+    assert costs["bits"].sum() + costs["z_bits"] == pytest.approx(total, rel=1e-4)
+    full = reconstruct_keeping(shipped.model, costs, costs["bits"].size, 1.0)
+    decoded = learned.decompress_image(learned.compress_image(image, 1.0))
+    # the demo predicts means in float32, the codec in float64: at most a rounding apart
+    assert np.abs(full.astype(int) - decoded).max() <= 1
