@@ -40,7 +40,7 @@ def measure(loaded, images, quality):
         x = to_tensor(image)
         padded, _ = pad_to_multiple(x, model.multiple)
         with torch.no_grad():
-            rate = quality if model.num_rates > 1 else None
+            rate = quality if getattr(model, "num_rates", 1) > 1 else None
             estimate = rate_bits(model(padded, rate)["likelihoods"]).item() / (height * width)
         y = to_tensor(decoded)
         rows.append({"bpp": metrics.bpp(len(data), height, width), "estimate": estimate,
@@ -69,7 +69,7 @@ def main() -> None:
              f"{'PSNR':>6s} {'MS-SSIM':>7s} {'enc s':>6s} {'dec s':>6s}"
     lines.append(header)
     learned_points = []
-    for quality in range(model_eval.model.num_rates):
+    for quality in range(getattr(model_eval.model, "num_rates", 1)):
         r = measure(model_eval, images, quality)
         learned_points.append(r)
         gap = 100 * (r["bpp"] - r["estimate"]) / r["estimate"]
