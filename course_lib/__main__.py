@@ -3,7 +3,7 @@
     python -m course_lib encode in.png out.licc --quality 1.5
     python -m course_lib decode in.licc out.png
     python -m course_lib train --run-dir runs/msh          (see course_lib.codec_training)
-    python -m course_lib export --run-dir runs/msh --out weights/mean-scale-vr.pt
+    python -m course_lib export --run-dir runs/msh --out weights/codec/mean-scale-vr.pt
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ loop (:func:`course_lib.train.train`): device auto-detection, mixed precision an
 batches on CUDA, a step-decay learning-rate schedule, a progress bar, a CSV log and a
 checkpoint every ``--checkpoint-every`` steps. Running the same command again resumes
 exactly where it stopped; ``--steps`` may be raised to continue a finished run.
-``python -m course_lib export --run-dir runs/msh --out weights/mean-scale-vr.pt`` writes
+``python -m course_lib export --run-dir runs/msh --out weights/codec/mean-scale-vr.pt`` writes
 the weights file the codec ships with.
 """
 

@@ -41,7 +41,7 @@ MAGIC = b"LICC"
 VERSION = 1
 _HEADER = struct.Struct(">4sBB8sHHBBHB")
 _CRC = struct.Struct(">I")
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent.parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent.parent / "weights" / "codec"
 
 # Model ids are part of the file format: append, never reorder.
 SHIPPED_MODELS = ("mean-scale-vr",)
@@ -103,7 +103,7 @@ def load_weights(path: str | Path, expected_sha256: str | None = None) -> Loaded
 
 
 def shipped_manifest() -> dict[str, str]:
-    """``{file name: sha256}`` from ``weights/SHA256SUMS``."""
+    """``{file name: sha256}`` from ``weights/codec/SHA256SUMS``."""
     manifest = WEIGHTS_DIR / "SHA256SUMS"
     if not manifest.is_file():
         raise WeightsError(f"{manifest} is missing: the shipped weights are not installed")
@@ -122,7 +122,7 @@ def load_shipped(name: str = SHIPPED_MODELS[0]) -> LoadedModel:
         filename = f"{name}.pt"
         manifest = shipped_manifest()
         if filename not in manifest:
-            raise WeightsError(f"{filename} is not listed in weights/SHA256SUMS")
+            raise WeightsError(f"{filename} is not listed in {WEIGHTS_DIR}/SHA256SUMS")
         _loaded[name] = load_weights(WEIGHTS_DIR / filename, manifest[filename])
     return _loaded[name]
 
