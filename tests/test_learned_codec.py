@@ -250,3 +250,14 @@ def test_channel_costs_add_up_to_the_model_rate(shipped):
     decoded = learned.decompress_image(learned.compress_image(image, 1.0))
     # the demo predicts means in float32, the codec in float64: at most a rounding apart
     assert np.abs(full.astype(int) - decoded).max() <= 1
+
+
+def test_saved_weights_are_half_size_and_keep_their_tables(shipped, tmp_path):
+    saved = torch.load(learned.WEIGHTS_DIR / "mean-scale-vr.pt", weights_only=True)
+    floats = [v for v in saved["state_dict"].values() if isinstance(v, torch.Tensor)
+              and v.is_floating_point()]
+    assert {v.dtype for v in floats} <= {torch.float16, torch.float64}
+    bottleneck = shipped.model.entropy_bottleneck
+    assert bottleneck.tables_are_current()  # loaded tables match the loaded parameters
+    stored = saved["state_dict"]["entropy_bottleneck._extra_state"]["_cdfs"]
+    assert torch.equal(bottleneck._cdfs, stored)
