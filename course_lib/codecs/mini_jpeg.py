@@ -35,18 +35,16 @@ numpy, and it changes the size by at most a byte per stream.)
 from __future__ import annotations
 
 import struct
-import time
 
 import numpy as np
 import torch
 
-from .. import metrics
 from ..conv import block_dct, block_idct
 from ..entropy import DecodeError, HuffmanCode
-from ..images import pad_to_multiple, rgb_to_ycbcr, to_tensor, ycbcr_to_rgb
+from ..images import pad_to_multiple, rgb_to_ycbcr, ycbcr_to_rgb
 from ..pooling import downsample, upsample_bilinear
 from ..wavelets import haar_dwt2, haar_idwt2
-from .classical import CodecResult, _check_image
+from .classical import _check_image
 
 # ITU T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), rows = vertical frequency.
 LUMA_TABLE = np.array([
@@ -514,25 +512,3 @@ def decode(data: bytes) -> np.ndarray:
         raise DecodeError(f"mini-JPEG file has {len(data) - offset} unexpected trailing bytes")
     return from_planes(*planes, height, width)
 
-
-def evaluate(image: np.ndarray, quality: int = 50, transform: str = "dct",
-             subsampling: str = "4:2:0", levels: int = DEFAULT_HAAR_LEVELS) -> CodecResult:
-    """Encode, decode and measure like :func:`course_lib.codecs.classical.evaluate`."""
-    array = _check_image(image)
-    start = time.perf_counter()
-    data = encode(array, quality, transform, subsampling, levels)
-    encode_s = time.perf_counter() - start
-    start = time.perf_counter()
-    decoded = decode(data)
-    decode_s = time.perf_counter() - start
-    original, reconstruction = to_tensor(array), to_tensor(decoded)
-    with torch.no_grad():
-        psnr = metrics.psnr(original, reconstruction).item()
-        try:
-            ms_ssim = metrics.ms_ssim(original, reconstruction).item()
-        except ValueError:  # image too small for five scales
-            ms_ssim = float("nan")
-    height, width = array.shape[:2]
-    name = "mini-jpeg" if transform == "dct" else f"mini-jpeg-haar{levels}"
-    return CodecResult(name, quality, len(data), metrics.bpp(len(data), height, width), psnr,
-                       ms_ssim, encode_s, decode_s, decoded)

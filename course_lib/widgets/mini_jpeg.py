@@ -6,28 +6,34 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .. import metrics
 from ..codecs import classical, mini_jpeg
+from ..images import to_tensor
 
 TRANSFORM_LABELS = {"dct": "mini-JPEG (DCT)", "haar": "mini-JPEG (Haar DWT)"}
 
 
+def _coded(image: np.ndarray, data: bytes, decode) -> tuple[np.ndarray, str]:
+    """The decoded image and a caption with its real size and PSNR."""
+    decoded = decode(data)
+    psnr = metrics.psnr(to_tensor(image), to_tensor(decoded)).item()
+    rate = metrics.bpp(len(data), *image.shape[:2])
+    return decoded, f"{len(data) / 1024:.1f} KiB, {rate:.3f} bpp, PSNR {psnr:.2f} dB"
+
+
 def _draw_comparison(image: np.ndarray, window, quality: int, transform: str):
-    ours = mini_jpeg.evaluate(image, quality, transform)
-    pillow = classical.evaluate(image, "jpeg", quality)
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.9))
+    ours = _coded(image, mini_jpeg.encode(image, quality, transform), mini_jpeg.decode)
+    pillow = _coded(image, classical.encode(image, "jpeg", quality), classical.decode)
+    figure, axes = plt.subplots(1, 3, figsize=(10.5, 3.3))
     panels = [(image, "original (crop)"),
-              (ours.reconstruction, f"{TRANSFORM_LABELS[transform]} q={quality}"),
-              (pillow.reconstruction, f"Pillow JPEG 4:2:0 q={quality}")]
-    for axis, (picture, title), result in zip(axes, panels, (None, ours, pillow), strict=True):
+              (ours[0], f"{TRANSFORM_LABELS[transform]} q={quality}\n{ours[1]}"),
+              (pillow[0], f"Pillow JPEG 4:2:0 q={quality}\n{pillow[1]}")]
+    for axis, (picture, title) in zip(axes, panels, strict=True):
         axis.imshow(picture[window])
-        if result is not None:
-            title += (f"\n{result.num_bytes / 1024:.1f} KiB, {result.bpp:.3f} bpp, "
-                      f"PSNR {result.psnr:.2f} dB")
         axis.set_title(title, fontsize=10)
         axis.axis("off")
     figure.tight_layout()
     plt.show()
-    return ours, pillow
 
 
 def quality_comparison(image: np.ndarray, quality: int = 20, transform: str = "dct",
