@@ -80,6 +80,11 @@ class CompressionModel(nn.Module):
                              f"{tuple(x.shape[-2:])}; pad with course_lib.images.pad_to_multiple")
 
 
+def _check_single_rate(rate) -> None:
+    if rate not in (None, 0):
+        raise ValueError("this model has a single rate; rate must be None or 0")
+
+
 class FactorizedPrior(CompressionModel):
     """Ballé et al. (2018) "factorized prior": y is coded with a per-channel learned density."""
 
@@ -99,13 +104,16 @@ class FactorizedPrior(CompressionModel):
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods}}
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor) -> dict:
+    def compress(self, x: torch.Tensor, rate=None) -> dict:
+        """``rate`` is accepted (None or 0) so the file container treats every model alike."""
+        _check_single_rate(rate)
         self._check_input(x)
         y = self.g_a(x)
         return {"strings": [self.entropy_bottleneck.compress(y)], "shape": tuple(y.shape[-2:])}
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], shape) -> torch.Tensor:
+    def decompress(self, strings: list[bytes], shape, rate=None) -> torch.Tensor:
+        _check_single_rate(rate)
         y_hat = self.entropy_bottleneck.decompress(strings[0], (1, self.m, *shape))
         device = next(self.parameters()).device
         return self.g_s(y_hat.to(device)).clamp(0, 1)
@@ -148,8 +156,7 @@ class ScaleHyperprior(CompressionModel):
     def _gains(self, rate) -> tuple[torch.Tensor, torch.Tensor] | tuple[float, float]:
         """(gain, inverse gain) broadcastable to y: ``(1 or B, M, 1, 1)``, or 1.0 each."""
         if self.num_rates == 1:
-            if rate not in (None, 0):
-                raise ValueError("this model has a single rate; rate must be None or 0")
+            _check_single_rate(rate)
             return 1.0, 1.0
         if rate is None:
             raise ValueError(f"this model covers {self.num_rates} rates: pass rate=0.."

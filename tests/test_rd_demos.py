@@ -1,0 +1,260 @@
+"""Notebook 06's helpers: the readable coder on model tables against the fast path and the
+ideal code length, densities against the entropy model, measurements against real files,
+shipped-weight checks, the training recipe and the channel-cost widget."""
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from course_lib import rd_demos
+from course_lib.codecs import learned
+from course_lib.entropy import CdfTable, DecodeError, encode_with_indexes
+from course_lib.entropy.information import empirical_entropy
+from course_lib.images import sample_image
+from course_lib.layers import GDN
+from course_lib.models import rate_bits
+from course_lib.widgets import rate_distortion as widget
+
+matplotlib.use("Agg")
+
+
+def _random_table(rng, num_tables):
+    pmfs = [rng.dirichlet(np.full(rng.integers(2, 12), 0.7)) for _ in range(num_tables)]
+    offsets = rng.integers(-6, 3, num_tables)
+    return CdfTable.from_pmfs(pmfs, offsets, 16, rng.uniform(1e-6, 1e-2, num_tables))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(1, 400))
+def test_readable_coder_round_trips_and_matches_the_fast_path_size(seed, num_tables, size):
+    rng = np.random.default_rng(seed)
+    table = _random_table(rng, num_tables)
+    indexes = rng.integers(0, num_tables, size)
+    values = table.offsets[indexes] + rng.integers(-3, 14, size)  # some values escape
+    values[rng.random(size) < 0.02] = 5000  # far escapes: several bypass groups
+    data = rd_demos.encode_readable(values, indexes, table)
+    np.testing.assert_array_equal(rd_demos.decode_readable(data, indexes, table), values)
+    fast = encode_with_indexes(values, indexes, table)
+    # readable: 4-byte header + stream; fast: stream + 4-byte checksum. The streams hold the
+    # same symbols in another order, so they may differ by a word of final state.
+    assert abs(len(data) - len(fast)) <= 4
+    ideal_bytes = table.information_bits(values, indexes) / 8
+    assert ideal_bytes <= len(data) <= ideal_bytes + 4 + 8 + 4  # header, state, last word
+
+
+def test_readable_decoder_refuses_bad_streams():
+    rng = np.random.default_rng(1)
+    table = _random_table(rng, 3)
+    indexes = rng.integers(0, 3, 200)
+    values = table.offsets[indexes] + rng.integers(0, 3, 200)
+    data = rd_demos.encode_readable(values, indexes, table)
+    with pytest.raises(DecodeError):
+        rd_demos.decode_readable(data[:-4], indexes, table)
+    with pytest.raises(DecodeError):
+        rd_demos.decode_readable(data[:2], indexes, table)
+    with pytest.raises(ValueError):
+        rd_demos.encode_readable(values, indexes + 3, table)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A small factorized prior, trained a few steps on smooth random images."""
+    torch.manual_seed(0)
+    model = rd_demos.factorized_prior(8, 12)
+    main, quantiles = rd_demos.split_parameters(model)
+    optimizer, aux = torch.optim.Adam(main, 3e-3), torch.optim.Adam(quantiles, 1e-2)
+    loss_fn = rd_demos.rd_loss_fn(0.01)
+    images = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 64, 64), 5, 1, 2)
+    for _ in range(15):
+        losses = loss_fn(model, images)
+        optimizer.zero_grad()
+        aux.zero_grad()
+        (losses["loss"] + losses["aux_loss"]).backward()
+        optimizer.step()
+        aux.step()
+    return model.eval()
+
+
+def _photo(height, width, seed=0):
+    """A crop of a bundled photo; ``seed`` picks the photo and the window."""
+    image = sample_image(("astronaut", "coffee", "chelsea")[seed % 3])
+    top, left = 13 * seed, 29 * seed
+    return np.ascontiguousarray(image[top : top + height, left : left + width])
+
+
+def test_readable_coder_on_model_latents_matches_the_entropy_bottleneck(tiny_model):
+    x = torch.from_numpy(_photo(48, 80)).permute(2, 0, 1)[None].float() / 255
+    symbols, indexes = rd_demos.latent_symbols(tiny_model, x)
+    assert symbols.shape == indexes.shape == (1, 12, 3, 5)
+    table = tiny_model.entropy_bottleneck.table()
+    data = rd_demos.encode_readable(symbols, indexes, table)
+    np.testing.assert_array_equal(rd_demos.decode_readable(data, indexes, table), symbols)
+    with torch.no_grad():  # 48 x 80 needs no padding
+        fast = tiny_model.entropy_bottleneck.compress(tiny_model.g_a(x))
+    assert abs(len(data) - len(fast)) <= 4
+
+
+def test_channel_density_is_the_entropy_models_likelihood(tiny_model):
+    bottleneck = tiny_model.entropy_bottleneck
+    y = torch.randn(2, 12, 3, 4) * 3
+    with torch.no_grad():
+        y_hat, likelihoods = bottleneck(y, mode="round")
+    for channel in (0, 5, 11):
+        values = y_hat[:, channel].reshape(-1).numpy()
+        density = rd_demos.channel_density(bottleneck, channel, values)
+        # the entropy model bounds likelihoods below by 1e-9
+        np.testing.assert_allclose(np.maximum(density, 1e-9),
+                                   likelihoods[:, channel].reshape(-1).numpy(), rtol=1e-5)
+        grid = np.linspace(-1000, 1000, 20001)  # the untrained tails are wide
+        density = rd_demos.channel_density(bottleneck, channel, grid)
+        assert np.all(density >= 0)
+        assert abs(np.trapezoid(density, grid) - 1) < 1e-3  # a probability density
+    with pytest.raises(ValueError):
+        rd_demos.channel_density(bottleneck, 12, [0.0])
+
+
+def test_measure_codes_a_real_file(tiny_model):
+    image = _photo(40, 72, seed=3)
+    result = rd_demos.measure(tiny_model, image)
+    assert learned.parse(learned.compress_image(
+        image, 0, learned.LoadedModel("t", tiny_model, "0" * 64, {}))).height == 40
+    assert result.x_hat.shape == (1, 3, 40, 72)
+    assert result.bpp == pytest.approx(8 * result.num_bytes / (40 * 72))
+    estimates = result.estimated_bpp
+    # the container adds 31 bytes, the coder at most a few words, to the ideal code length
+    overhead = 8 * (31 + 4 + 8 + 4) / (40 * 72)
+    assert estimates["tables"] <= result.bpp <= estimates["tables"] + overhead
+    # integer tables cost little over the float model's rounded-latent estimate
+    assert estimates["tables"] == pytest.approx(estimates["round"], rel=0.05, abs=0.05)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    padded = torch.nn.functional.pad(x, (0, 8, 0, 8), mode="replicate")
+    with torch.no_grad():
+        bits = rate_bits(tiny_model(padded)["likelihoods"]).item()  # eval: rounded
+    assert estimates["round"] * 40 * 72 == pytest.approx(bits, rel=1e-5)
+    gap = rd_demos.decoder_input_gap(tiny_model, x)
+    assert gap["round"] == pytest.approx(result.psnr, abs=0.05)  # the file's decoder input
+    assert set(gap) == {"noise", "round"}
+
+
+def test_relu_variant_swaps_only_the_nonlinearity():
+    torch.manual_seed(0)
+    gdn = rd_demos.factorized_prior(8, 12, "gdn")
+    torch.manual_seed(0)
+    relu = rd_demos.factorized_prior(8, 12, "relu")
+    assert not any(isinstance(layer, GDN) for layer in relu.modules())
+    assert sum(isinstance(layer, GDN) for layer in gdn.modules()) == 6
+    gdn_weights = {k: v for k, v in gdn.state_dict().items() if "weight" in k or "bias" in k}
+    relu_weights = relu.state_dict()
+    for key, value in gdn_weights.items():
+        if key in relu_weights and torch.is_tensor(value):
+            torch.testing.assert_close(relu_weights[key], value)
+    gdn_parameters = sum(p.numel() for m in gdn.modules() if isinstance(m, GDN)
+                         for p in m.parameters())
+    assert rd_demos.parameter_count(gdn) - rd_demos.parameter_count(relu) == gdn_parameters
+    with pytest.raises(ValueError):
+        rd_demos.factorized_prior(8, 12, "tanh")
+
+
+def test_saved_weights_load_with_current_tables_and_checksums(tiny_model, tmp_path):
+    config = {"n": 8, "m": 12, "activation": "gdn", "decoder_quantization": "ste"}
+    model = rd_demos.factorized_prior(8, 12)
+    model.load_state_dict(tiny_model.state_dict())
+    digest = learned.save_weights(model, config, tmp_path / "tiny.pt")
+    (tmp_path / "SHA256SUMS").write_text(f"{digest}  tiny.pt\n")
+    loaded = rd_demos.load_pretrained("tiny", tmp_path)
+    assert loaded.config == config and loaded.decoder_quantization == "ste"
+    assert not loaded.training
+    assert loaded.entropy_bottleneck.tables_are_current()  # no rebuild: tables as saved
+    for key, value in model.state_dict().items():
+        if torch.is_tensor(value):  # the file may hold float16: equal up to that rounding
+            torch.testing.assert_close(loaded.state_dict()[key], value, rtol=1e-3, atol=1e-6)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        y = loaded.g_a(x)
+    assert loaded.entropy_bottleneck.decompress(loaded.entropy_bottleneck.compress(y),
+                                                y.shape).shape == y.shape
+    with pytest.raises(ValueError, match="no model"):
+        rd_demos.load_pretrained("other", tmp_path)
+    damaged = bytearray((tmp_path / "tiny.pt").read_bytes())
+    damaged[-20] ^= 1
+    (tmp_path / "tiny.pt").write_bytes(bytes(damaged))
+    with pytest.raises(learned.WeightsError, match="sha256"):
+        rd_demos.load_pretrained("tiny", tmp_path)
+    with pytest.raises(learned.WeightsError, match="SHA256SUMS"):
+        rd_demos.load_pretrained("tiny", tmp_path / "nowhere")
+
+
+def test_train_rd_runs_the_recipe_and_checks_its_arguments():
+    torch.manual_seed(0)
+    model = rd_demos.factorized_prior(8, 12)
+    result = rd_demos.train_rd(model, 4, decoder_quantization="ste", patch_size=32,
+                               batch_size=2, num_images=4, log_every=2)
+    assert result.step == 4 and model.decoder_quantization == "ste"
+    assert {"loss", "bpp", "mse", "psnr", "aux_loss"} <= set(result.history[-1])
+    row = result.history[-1]
+    assert row["psnr"] == pytest.approx(-10 * np.log10(row["mse"]), rel=0.05)
+    with pytest.raises(ValueError):
+        rd_demos.train_rd(model, 4, decoder_quantization="round")
+    with pytest.raises(ValueError):
+        rd_demos.train_rd(model, 4, patch_size=40)
+
+
+def test_scalar_quantizer_rd_and_the_lagrangian_choice():
+    rng = np.random.default_rng(0)
+    samples = rng.laplace(0, 2, 20000)
+    steps = [0.25, 0.5, 1.0, 2.0, 4.0]
+    rates, distortions = rd_demos.scalar_quantizer_rd(samples, steps)
+    assert np.all(np.diff(rates) < 0) and np.all(np.diff(distortions) > 0)
+    assert rates[2] == pytest.approx(empirical_entropy(np.round(samples)), rel=1e-12)
+    np.testing.assert_allclose(distortions, np.array(steps) ** 2 / 12, rtol=0.15)  # fine steps
+    assert rd_demos.lagrangian_choice(rates, distortions, 1e-6) == len(steps) - 1
+    assert rd_demos.lagrangian_choice(rates, distortions, 1e6) == 0
+    brute = min(range(len(steps)), key=lambda i: rates[i] + 3.0 * distortions[i])
+    assert rd_demos.lagrangian_choice(rates, distortions, 3.0) == brute
+    with pytest.raises(ValueError):
+        rd_demos.scalar_quantizer_rd(samples, [0.0])
+    with pytest.raises(ValueError):
+        rd_demos.lagrangian_choice(rates, distortions, 0)
+
+
+def test_bits_per_channel_sums_to_the_rate():
+    likelihoods = torch.rand(2, 5, 3, 4).clamp_min(1e-3)
+    per_channel = rd_demos.bits_per_channel(likelihoods)
+    assert per_channel.shape == (5,)
+    assert per_channel.sum() == pytest.approx(rate_bits({"y": likelihoods}).sum().item(),
+                                              rel=1e-5)
+
+
+def test_channel_explorer_draws_and_ranks_channels(tiny_model, monkeypatch):
+    monkeypatch.setattr(matplotlib.pyplot, "show", lambda: None)
+    image = _photo(48, 64, seed=5)
+    costs = widget.channel_costs(tiny_model, image)
+    totals = costs.bits.sum(axis=(1, 2))
+    assert np.all(np.diff(totals[costs.order]) <= 0)  # most expensive first
+    with torch.no_grad():
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        bits = rate_bits(tiny_model(x)["likelihoods"]).item()
+    assert totals.sum() == pytest.approx(bits, rel=1e-5)
+    symbols, _ = rd_demos.latent_symbols(tiny_model, x)
+    np.testing.assert_array_equal(costs.symbols, symbols[0])
+    panel = widget.channel_explorer(tiny_model, image, rank=2)
+    assert panel.children[0].value == 2
+    with pytest.raises(ValueError):
+        widget.channel_explorer(tiny_model, image, rank=12)
+
+
+def test_factorized_prior_codes_through_the_file_container(tiny_model):
+    # The container passes a rate to every model; the single-rate model accepts None or 0.
+    loaded = learned.LoadedModel("tiny", tiny_model, "ab" * 32, {})
+    image = _photo(36, 52, seed=7)
+    data = learned.compress_image(image, 0, loaded)
+    decoded = learned.decompress_image(data, loaded)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    padded = torch.nn.functional.pad(x, (0, 12, 0, 12), mode="replicate")
+    expected = tiny_model.decompress(**tiny_model.compress(padded))[..., :36, :52]
+    np.testing.assert_array_equal(decoded, (expected[0].permute(1, 2, 0) * 255).round().byte())
+    with pytest.raises(ValueError, match="single rate"):
+        tiny_model.compress(padded, rate=1)
