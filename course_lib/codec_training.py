@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import datasets
 from .codecs.learned import build_model, save_weights
-from .models import LAMBDAS, RateDistortionLoss
+from .models import LAMBDAS, RateDistortionLoss, split_parameters
 from .train import pick_device, train, unwrap
 
 DEFAULT_LAMBDAS = (LAMBDAS[0], LAMBDAS[2], LAMBDAS[4], LAMBDAS[6])
@@ -118,9 +118,7 @@ def main(argv=None) -> None:
                              f"{initial['config']}")
         model.load_state_dict(initial["state_dict"])
     model.decoder_quantization = args.decoder_quantization
-    aux_parameters = [p for name, p in model.named_parameters() if name.endswith("quantiles")]
-    main_parameters = [p for name, p in model.named_parameters()
-                       if not name.endswith("quantiles")]
+    main_parameters, aux_parameters = split_parameters(model)
     optimizer = torch.optim.Adam(main_parameters, lr=args.lr)
     aux_optimizer = torch.optim.Adam(aux_parameters, lr=1e-3)
     milestones = [int(args.steps * 0.8), int(args.steps * 0.95)]

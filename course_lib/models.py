@@ -251,6 +251,14 @@ class MeanScaleHyperprior(ScaleHyperprior):
         return scales, means
 
 
+def split_parameters(model: nn.Module) -> tuple[list, list]:
+    """(main parameters, the entropy bottleneck's quantiles): the two optimisers' shares."""
+    main, quantiles = [], []
+    for name, parameter in model.named_parameters():
+        (quantiles if name.endswith("quantiles") else main).append(parameter)
+    return main, quantiles
+
+
 MODELS = {"factorized": FactorizedPrior, "hyperprior": ScaleHyperprior,
           "mean-scale": MeanScaleHyperprior}
 

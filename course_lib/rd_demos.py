@@ -40,7 +40,7 @@ from .entropy.cdf import (
 from .entropy.errors import DecodeError
 from .images import crop, pad_to_multiple, to_tensor
 from .layers import GDN
-from .models import FactorizedPrior, RateDistortionLoss, rate_bits
+from .models import FactorizedPrior, RateDistortionLoss, rate_bits, split_parameters
 from .train import TrainResult, train
 
 SMALL_N, SMALL_M = 64, 96  # channels of the transforms and of the latent y
@@ -72,14 +72,6 @@ def parameter_count(module: nn.Module) -> int:
 
 
 # -- training ------------------------------------------------------------------------------
-def split_parameters(model: nn.Module) -> tuple[list, list]:
-    """(main parameters, the entropy bottleneck's quantiles): the two optimisers' shares."""
-    main, quantiles = [], []
-    for name, parameter in model.named_parameters():
-        (quantiles if name.endswith("quantiles") else main).append(parameter)
-    return main, quantiles
-
-
 def rd_loss_fn(lmbda: float = LAMBDA):
     """``loss_fn(model, batch)`` for :func:`course_lib.train.train`: the Lagrangian
     ``bpp + λ·255²·MSE`` as ``"loss"``, the quantiles' ``"aux_loss"``, and ``bpp``, ``mse``
