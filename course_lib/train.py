@@ -21,7 +21,9 @@ What the loop takes care of:
   finishes first; a second Ctrl-C stops at once). ``resume=True`` continues from the
   checkpoint *exactly*: model, optimisers, scheduler, gradient scaler, step, random number
   generators and the position inside the current epoch of the data loader are restored, so an
-  interrupted run ends with the same weights as an uninterrupted one;
+  interrupted run ends with the same weights as an uninterrupted one. Calling again with a
+  larger ``steps`` continues a finished run (a restored scheduler keeps the milestones it was
+  built with);
 * ``torchrun``: when ``torch.distributed`` is initialised the model is wrapped in
   ``DistributedDataParallel``; rank 0 alone writes checkpoints, logs and the progress bar.
   Give the loader a ``DistributedSampler`` (the trainer calls its ``set_epoch``). ``loss_fn``
@@ -138,10 +140,12 @@ def train(
         log_every: one history row per ``log_every`` steps, averaging the values in between.
             A row holds ``step``, ``epoch``, ``lr``, ``seconds`` and the losses.
         progress: show a tqdm progress bar.
-        callback: ``callback(step, values)`` after each step, ``values`` as Python floats.
+        callback: ``callback(step, values)`` after each step, ``values`` as Python floats. If
+            it returns True the run stops there as on Ctrl-C (a time budget, early stopping).
 
     Returns:
-        A :class:`TrainResult`; ``interrupted`` is true when Ctrl-C stopped the run early.
+        A :class:`TrainResult`; ``interrupted`` is true when Ctrl-C or the callback stopped
+        the run early.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -218,9 +222,8 @@ def train(
                     csv_log.write(row)
                 bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
             bar.update(1)
-            if callback is not None:
-                callback(state.step, values)
-            interrupted = _any_rank(ctrl_c.requested, device)
+            stop = callback is not None and bool(callback(state.step, values))
+            interrupted = _any_rank(ctrl_c.requested or stop, device)
             due = checkpoint_every is not None and state.step % checkpoint_every == 0
             if checkpoint_path is not None and (due or interrupted or state.step == steps):
                 _save_checkpoint(checkpoint_path, parts, state, batches, rank)

@@ -97,6 +97,7 @@ def test_ctrl_c_saves_and_resume_matches_uninterrupted_run(tmp_path, reference, 
             signal.raise_signal(signal.SIGINT)
 
     _, _, stopped = run(tmp_path, callback=press_ctrl_c, loader_seed=loader_seed)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     assert stopped.interrupted and stopped.step == 7
     assert (tmp_path / "run.pt").is_file()
     # A differently initialised model proves the weights come from the checkpoint.
@@ -121,6 +122,13 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, reference):
     # Steps 5 and 6 of the killed run were redone, not duplicated in the log.
     assert [int(row["step"]) for row in rows] == list(range(1, TOTAL_STEPS + 1))
     assert np.allclose([float(row["loss"]) for row in rows], result.curve("loss")[1])
+
+
+def test_callback_can_stop_the_run_like_ctrl_c(tmp_path, reference):
+    _, _, stopped = run(tmp_path, callback=lambda step, values: step == 9)
+    assert stopped.interrupted and stopped.step == 9
+    model, optimizer, result = run(tmp_path, init_seed=99)
+    assert_same_run(model, optimizer, result, reference)
 
 
 def test_resume_can_extend_a_finished_run(tmp_path, reference):
