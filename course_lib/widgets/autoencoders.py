@@ -36,19 +36,20 @@ def edit_latents(model: ae.Autoencoder, x: torch.Tensor, channel: int, gain: flo
 
 
 def _draw(model, x, channel, gain, bits):
-    x_hat, y, psnr, bpp = edit_latents(model, x, channel, gain, bits)
-    figure, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    x_hat, _, psnr, bpp = edit_latents(model, x, channel, gain, bits)
+    figure, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
     axes[0].imshow(x[0].permute(1, 2, 0).numpy())
     axes[0].set_title("original")
     axes[1].imshow(x_hat[0].permute(1, 2, 0).numpy())
     rate = "float latents (no file)" if bpp is None else f"{bits}-bit latents, zlib: {bpp:.3f} bpp"
     axes[1].set_title(f"reconstruction: {psnr:.2f} dB\n{rate}", fontsize=10)
-    plane = y[0, channel].numpy()
+    with torch.no_grad():
+        plane = model.encode(x)[0, channel].numpy()   # before the gain, to see what it scales
     limit = max(float(np.abs(plane).max()), 1e-6)
     shown = axes[2].imshow(plane, cmap="RdBu_r", vmin=-limit, vmax=limit,
                            interpolation="nearest")
-    axes[2].set_title(f"latent channel {channel} x {gain:g}  {plane.shape[0]}x{plane.shape[1]}",
-                      fontsize=10)
+    axes[2].set_title(f"latent channel {channel} ({plane.shape[0]} x {plane.shape[1]}), "
+                      f"sent x {gain:g}", fontsize=10)
     figure.colorbar(shown, ax=axes[2], fraction=0.035)
     for axis in axes:
         axis.set_xticks([])
