@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .conv import gaussian_kernel_1d
+
 # Wang, Simoncelli & Bovik (2003): relative importance of the five MS-SSIM scales.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -68,11 +70,11 @@ def psnr(
     return _reduce(value, reduction)
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Normalised 1-D Gaussian of ``size`` taps, float64."""
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    window = torch.exp(-(coords**2) / (2 * sigma**2))
-    return window / window.sum()
+def _window(size: int, sigma: float) -> torch.Tensor:
+    """The 1-D Gaussian of ``size`` taps (odd) used by SSIM, float64."""
+    if size % 2 == 0:
+        raise ValueError(f"window_size must be odd, got {size}")
+    return gaussian_kernel_1d(sigma, radius=size // 2, dtype=torch.float64)
 
 
 def _blur(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
@@ -114,7 +116,7 @@ def ssim(
     _check_pair(x, y)
     if min(x.shape[-2:]) < window_size:
         raise ValueError(f"images must be at least {window_size}x{window_size} for SSIM")
-    per_channel, _ = _ssim_and_contrast(x, y, data_range, gaussian_window(window_size, sigma))
+    per_channel, _ = _ssim_and_contrast(x, y, data_range, _window(window_size, sigma))
     return _reduce(per_channel.mean(dim=1), reduction)
 
 
@@ -141,7 +143,7 @@ def ms_ssim(
     if min(x.shape[-2:]) <= minimum:
         raise ValueError(f"MS-SSIM with {scales} scales needs images larger than {minimum} px "
                          f"on the shorter side, got {tuple(x.shape[-2:])}")
-    window = gaussian_window(window_size, sigma)
+    window = _window(window_size, sigma)
     weights_t = torch.tensor(weights, dtype=x.dtype, device=x.device)
     terms = []
     for scale in range(scales):
