@@ -73,7 +73,7 @@ def get_codec(name: str) -> Codec:
     return CODECS[name]
 
 
-def _check_image(image) -> np.ndarray:
+def check_rgb_image(image) -> np.ndarray:
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ImageError(
@@ -86,7 +86,7 @@ def _check_image(image) -> np.ndarray:
 def encode(image: np.ndarray, codec: str, setting=None) -> bytes:
     """Compress a uint8 RGB image to the bytes of a real file."""
     spec = get_codec(codec)
-    array = _check_image(image)
+    array = check_rgb_image(image)
     if setting is None and not spec.lossless:
         raise ValueError(f"{spec.label} needs a {spec.setting_name}, e.g. {spec.settings[5]}")
     if spec.setting_name == "quality" and not 0 <= setting <= 100:
@@ -120,7 +120,7 @@ class CodecResult:
 
 def evaluate(image: np.ndarray, codec: str, setting=None) -> CodecResult:
     """Encode, decode and measure: real bytes, bpp, PSNR (8-bit RGB), MS-SSIM, wall times."""
-    array = _check_image(image)
+    array = check_rgb_image(image)
     start = time.perf_counter()
     data = encode(array, codec, setting)
     encode_s = time.perf_counter() - start
@@ -158,7 +158,7 @@ def at_target_bpp(image: np.ndarray, codec: str, target_bpp: float) -> CodecResu
         raise ValueError(f"{spec.label} is lossless: its rate cannot be chosen")
     if target_bpp <= 0:
         raise ValueError(f"target bpp must be positive, got {target_bpp}")
-    array = _check_image(image)
+    array = check_rgb_image(image)
     if spec.setting_name == "compression ratio":
         # The rate control lands within a few bytes (headers); tighten until under the target.
         ratio = max(1.0, 24.0 / target_bpp)

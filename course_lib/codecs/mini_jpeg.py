@@ -44,7 +44,7 @@ from ..entropy import DecodeError, HuffmanCode
 from ..images import pad_to_multiple, rgb_to_ycbcr, ycbcr_to_rgb
 from ..pooling import downsample, upsample_bilinear
 from ..wavelets import haar_dwt2, haar_idwt2
-from .classical import _check_image
+from .classical import check_rgb_image
 
 # ITU T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), rows = vertical frequency.
 LUMA_TABLE = np.array([
@@ -142,7 +142,7 @@ def to_planes(image: np.ndarray, subsampling: str = "4:2:0", block: int = 8):
     ``chroma (2, 1, H' / f, W' / f)``, padded so that every plane holds whole ``block`` x
     ``block`` blocks (f = 2 for 4:2:0, 1 for 4:4:4)."""
     factor = _factor(subsampling)
-    ycbcr = rgb_to_ycbcr(_check_image(image)) - 128.0
+    ycbcr = rgb_to_ycbcr(check_rgb_image(image)) - 128.0
     x = torch.from_numpy(ycbcr).permute(2, 0, 1)[None]
     x, _ = pad_to_multiple(x, block * factor)
     chroma = x[:, 1:]
@@ -419,7 +419,7 @@ def encode(image: np.ndarray, quality: int = 50, transform: str = "dct",
     ``quality`` 1..100 means what it means for Pillow's JPEG; ``transform`` "dct" (8x8
     blocks) or "haar" (``levels`` of Haar DWT, trees of ``4**levels`` coefficients).
     """
-    height, width = _check_image(image).shape[:2]
+    height, width = check_rgb_image(image).shape[:2]
     if max(height, width) > 65535:
         raise ValueError(f"image {height}x{width} is too large (at most 65535 per side)")
     groups = [encode_group(blocks) for blocks in
