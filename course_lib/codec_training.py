@@ -9,9 +9,10 @@ One command for a laptop CPU, a Colab GPU or several GPUs::
 It trains a variable-rate mean–scale hyperprior (one model, one rate per λ in ``--lambdas``)
 on random patches of the course training set (CID22 + BSDS500) with the course's training
 loop (:func:`course_lib.train.train`): device auto-detection, mixed precision and larger
-batches on CUDA, a step-decay learning-rate schedule, a progress bar, a CSV log and a
-checkpoint every ``--checkpoint-every`` steps. Running the same command again resumes
-exactly where it stopped; ``--steps`` may be raised to continue a finished run.
+batches on CUDA (``--amp`` also on CPUs with native bfloat16), a step-decay learning-rate
+schedule, a progress bar, a CSV log and a checkpoint every ``--checkpoint-every`` steps.
+Running the same command again resumes exactly where it stopped; ``--steps`` may be raised
+to continue a finished run.
 ``python -m course_lib export --run-dir runs/msh --out weights/codec/mean-scale-vr.pt`` writes
 the weights file the codec ships with.
 """
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from . import datasets
 from .codecs.learned import build_model, save_weights
 from .models import LAMBDAS, RateDistortionLoss, split_parameters
-from .train import pick_device, train, unwrap
+from .train import cpu_supports_bfloat16, pick_device, train, unwrap
 
 DEFAULT_LAMBDAS = (LAMBDAS[0], LAMBDAS[2], LAMBDAS[4], LAMBDAS[6])
 
@@ -56,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: detect)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA; --amp on a CPU with native "
+                        "bfloat16, AVX512-BF16 or AMX, about doubles the speed there)")
     p.add_argument("--init", type=Path, default=None,
                    help="start a new run from these weights (e.g. the shipped ones)")
     p.add_argument("--images", type=int, default=None,
@@ -91,6 +95,9 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     config = _config(args)
     device, rank, world_size = _init_distributed(args.device)
+    if args.amp and device.type == "cpu" and not cpu_supports_bfloat16():
+        raise SystemExit("error: --amp on a CPU needs native bfloat16 (AVX512-BF16 or AMX), "
+                         "which this CPU lacks; train without --amp")
     batch_size = args.batch_size or (16 if device.type == "cuda" else 8)
     run = args.run_dir
     if rank == 0:
@@ -126,7 +133,11 @@ def main(argv=None) -> None:
     lambdas = torch.tensor(config["lambdas"])
     criterion = RateDistortionLoss()
 
+    # channels-last convolutions are faster on CPUs (oneDNN) and on GPU tensor cores
+    model.to(memory_format=torch.channels_last)
+
     def loss_fn(net, batch):
+        batch = batch.contiguous(memory_format=torch.channels_last)
         rates = torch.randint(len(lambdas), (batch.shape[0],))  # one rate per image
         output = net(batch, rates.to(batch.device) if len(lambdas) > 1 else None)
         losses = criterion(output, batch, lambdas[rates].to(batch.device))
@@ -135,7 +146,8 @@ def main(argv=None) -> None:
 
     result = train(model, loader, loss_fn, optimizer, steps=args.steps,
                    aux_optimizer=aux_optimizer, scheduler=scheduler, device=device,
-                   seed=args.seed, clip_grad_norm=1.0, checkpoint_path=run / "checkpoint.pt",
+                   seed=args.seed, amp=args.amp, clip_grad_norm=1.0,
+                   checkpoint_path=run / "checkpoint.pt",
                    checkpoint_every=args.checkpoint_every, log_csv=run / "log.csv",
                    log_every=50)
     if rank == 0:

@@ -139,6 +139,14 @@ class EntropyBottleneck(_TableHolder):
         likelihood = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
         return likelihood, lower, upper
 
+    def bin_masses(self, values: torch.Tensor) -> torch.Tensor:
+        """Mass of the unit bin around each of ``values`` ``(C, 1, S)``, channel by channel:
+        ``c(v + 1/2) - c(v - 1/2)`` for the learned cumulative ``c`` (no lower bound)."""
+        if values.ndim != 3 or values.shape[:2] != (self.channels, 1):
+            raise ValueError(f"values must have shape ({self.channels}, 1, S), got "
+                             f"{tuple(values.shape)}")
+        return self._likelihood(values)[0]
+
     @property
     def medians(self) -> torch.Tensor:
         """(C,) the learned median of each channel."""
@@ -152,6 +160,10 @@ class EntropyBottleneck(_TableHolder):
     def forward(self, y: torch.Tensor, mode: str | None = None):
         """``mode`` defaults to ``"noise"`` in training and ``"round"`` in evaluation."""
         mode = mode or ("noise" if self.training else "round")
+        with torch.autocast(y.device.type, enabled=False):  # likelihoods need float32
+            return self._forward(y.float(), mode)
+
+    def _forward(self, y: torch.Tensor, mode: str):
         channels = y.shape[1]
         if channels != self.channels:
             raise ValueError(f"expected {self.channels} channels, got {channels}")
@@ -227,7 +239,7 @@ class GaussianConditional(_TableHolder):
     """Gaussian entropy model whose scale (and mean) come from a hyperprior.
 
     The likelihood of ``y`` is the mass of N(mean, scale²) over the unit bin around it. For
-    coding, each scale is replaced by the nearest larger one in a fixed log-spaced table
+    coding, each scale is replaced by the nearest one (in log) of a fixed log-spaced table
     (64 scales from 0.11 to 256), whose integer CDFs are built once (float64, deterministic).
 
     Shapes: ``forward(y, scales, means=None)``, all ``(N, C, H, W)``.
@@ -250,9 +262,12 @@ class GaussianConditional(_TableHolder):
 
     def forward(self, y, scales, means=None, mode: str | None = None):
         mode = mode or ("noise" if self.training else "round")
-        offset = means if means is not None else 0.0
-        y_hat = quantize(y, mode, offset)
-        return y_hat, self.likelihood(y_hat, scales, means)
+        with torch.autocast(y.device.type, enabled=False):  # likelihoods need float32
+            y, scales = y.float(), scales.float()
+            means = means.float() if means is not None else None
+            offset = means if means is not None else 0.0
+            y_hat = quantize(y, mode, offset)
+            return y_hat, self.likelihood(y_hat, scales, means)
 
     def indexes(self, scales: torch.Tensor) -> np.ndarray:
         """Table index per scale, computed in float64 (see the codec's determinism notes)."""

@@ -19,7 +19,7 @@ Determinism: the decoder must pick exactly the CDF table the encoder picked for 
 Those choices depend on the scales computed by ``h_s``, so both sides compute ``h_s`` on the
 CPU in float64 from the integer-valued ``z_hat``; differences between thread counts or devices
 (around 1e-15 relative) are then far too small to move a scale across one of the table's
-boundaries, which are 13 % apart.
+boundaries (geometric midpoints between its scales, which are 13 % apart).
 """
 
 from __future__ import annotations

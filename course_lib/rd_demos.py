@@ -248,7 +248,7 @@ def channel_density(bottleneck, channel: int, values) -> np.ndarray:
         raise ValueError(f"channel must be in 0..{bottleneck.channels - 1}, got {channel}")
     values = torch.as_tensor(np.asarray(values, dtype=np.float32)).view(1, 1, -1)
     grid = values.expand(bottleneck.channels, 1, -1)
-    density, _, _ = bottleneck._likelihood(grid)  # the model's own bin-mass function
+    density = bottleneck.bin_masses(grid)  # the model's own bin-mass function
     return density[channel, 0].numpy().astype(np.float64)
 
 

@@ -4,6 +4,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,22 @@ def test_corrupted_and_truncated_files_raise_codec_file_errors(shipped):
     assert failures > 250
     with pytest.raises(learned.CodecFileError, match="magic"):
         learned.decompress_image(b"\x89PNG" + data[4:])
+
+
+def _with_version(data: bytes, version: int) -> bytes:
+    """The file with another format version byte and a matching checksum."""
+    body = bytearray(data[:-4])
+    body[4] = version
+    return bytes(body) + zlib.crc32(body).to_bytes(4, "big")
+
+
+def test_other_format_versions_are_refused_with_what_to_do(shipped):
+    data = learned.compress_image(_photo(64, 64), 1)
+    assert data[4] == learned.VERSION == 2
+    with pytest.raises(learned.CodecFileError, match="older course_lib.*re-encode"):
+        learned.decompress_image(_with_version(data, 1))
+    with pytest.raises(learned.CodecFileError, match="newer.*update course_lib"):
+        learned.decompress_image(_with_version(data, 3))
 
 
 def test_files_from_other_weights_are_refused(shipped, tmp_path):

@@ -112,7 +112,7 @@ def _trained_bottleneck(channels=4, steps=150):
 def test_entropy_bottleneck_density_is_a_distribution_and_codes_exactly():
     model, data = _trained_bottleneck()
     grid = torch.arange(-60.0, 61.0).view(1, 1, -1).repeat(4, 1, 1)
-    pmf, _, _ = model._likelihood(grid)
+    pmf = model.bin_masses(grid)
     np.testing.assert_allclose(pmf.sum(dim=-1).detach().numpy().ravel(), 1.0, atol=1e-3)
     y_hat, likelihoods = model(data)
     string = model.compress(data)
@@ -120,6 +120,8 @@ def test_entropy_bottleneck_density_is_a_distribution_and_codes_exactly():
     torch.testing.assert_close(decoded, y_hat)
     estimated_bits = -torch.log2(likelihoods).sum().item()
     assert abs(8 * len(string) - estimated_bits) < 0.02 * estimated_bits + 64
+    with pytest.raises(ValueError, match="shape"):
+        model.bin_masses(grid[0])
 
 
 def test_tables_rebuild_when_parameters_change_and_survive_save_load():

@@ -199,13 +199,36 @@ def test_clear_errors_for_wrong_arguments():
     with pytest.raises(ValueError, match="'loss' entry"):
         trainer.train(model, loader, lambda net, b: {"mse": net(b[0]).sum()}, optimizer,
                       steps=1, progress=False)
-    with pytest.raises(ValueError, match="only used on CUDA"):
-        trainer.train(model, loader, noisy_mse, optimizer, steps=1, amp=True, device="cpu",
-                      progress=False)
     with pytest.raises(ValueError, match="checkpoint_path"):
         trainer.train(model, loader, noisy_mse, optimizer, steps=1, checkpoint_every=5)
     with pytest.raises(ValueError, match="no batch"):
         trainer.train(model, [], noisy_mse, optimizer, steps=1, progress=False)
+
+
+def test_cpu_mixed_precision_needs_native_bfloat16(monkeypatch):
+    model, loader, optimizer, _ = make_run()
+    monkeypatch.setattr(trainer, "cpu_supports_bfloat16", lambda: False)
+    with pytest.raises(ValueError, match="native bfloat16"):
+        trainer.train(model, loader, noisy_mse, optimizer, steps=1, amp=True, device="cpu",
+                      progress=False)
+
+
+@pytest.mark.skipif(not trainer.cpu_supports_bfloat16(), reason="CPU without native bfloat16")
+def test_cpu_mixed_precision_trains_in_bfloat16():
+    model, loader, optimizer, _ = make_run()
+    seen = []
+
+    def loss_fn(net, batch):
+        out = net(batch[0])
+        seen.append(out.dtype)
+        return {"loss": ((out.float() - batch[0]) ** 2).mean()}
+
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.train(model, loader, loss_fn, optimizer, steps=3, amp=True, device="cpu",
+                  progress=False)
+    assert seen == [torch.bfloat16] * 3
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
 
 
 def test_pick_device():
