@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from . import datasets
 from .codecs.learned import build_model, save_weights
 from .models import LAMBDAS, RateDistortionLoss, split_parameters
-from .train import cpu_supports_bfloat16, pick_device, train, unwrap
+from .train import mixed_precision_dtype, pick_device, train, unwrap
 
 DEFAULT_LAMBDAS = (LAMBDAS[0], LAMBDAS[2], LAMBDAS[4], LAMBDAS[6])
 
@@ -95,9 +95,11 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     config = _config(args)
     device, rank, world_size = _init_distributed(args.device)
-    if args.amp and device.type == "cpu" and not cpu_supports_bfloat16():
-        raise SystemExit("error: --amp on a CPU needs native bfloat16 (AVX512-BF16 or AMX), "
-                         "which this CPU lacks; train without --amp")
+    if args.amp:
+        try:
+            mixed_precision_dtype(device)  # the trainer's own check, before any data loads
+        except ValueError as error:
+            raise SystemExit(f"error: --amp: {error}") from None
     batch_size = args.batch_size or (16 if device.type == "cuda" else 8)
     run = args.run_dir
     if rank == 0:

@@ -160,7 +160,7 @@ def train(
 
     device = pick_device(device)
     use_amp = device.type == "cuda" if amp is None else bool(amp)
-    amp_dtype = _amp_dtype(device) if use_amp else torch.bfloat16
+    amp_dtype = mixed_precision_dtype(device) if use_amp else torch.bfloat16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     model.to(device)
@@ -242,7 +242,7 @@ def cpu_supports_bfloat16() -> bool:
         return False
 
 
-def _amp_dtype(device: torch.device) -> torch.dtype:
+def mixed_precision_dtype(device: torch.device) -> torch.dtype:
     """The autocast type for ``amp=True`` on ``device``, or a ValueError saying why not."""
     if device.type == "cuda":
         # bfloat16 where the GPU has it; float16 gradients underflow without loss scaling,

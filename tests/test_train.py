@@ -213,6 +213,14 @@ def test_cpu_mixed_precision_needs_native_bfloat16(monkeypatch):
                       progress=False)
 
 
+def test_codec_training_command_refuses_amp_without_bfloat16(monkeypatch, tmp_path):
+    from course_lib import codec_training
+
+    monkeypatch.setattr(trainer, "cpu_supports_bfloat16", lambda: False)
+    with pytest.raises(SystemExit, match="--amp: .*native bfloat16"):
+        codec_training.main(["--run-dir", str(tmp_path / "run"), "--device", "cpu", "--amp"])
+
+
 @pytest.mark.skipif(not trainer.cpu_supports_bfloat16(), reason="CPU without native bfloat16")
 def test_cpu_mixed_precision_trains_in_bfloat16():
     model, loader, optimizer, _ = make_run()
