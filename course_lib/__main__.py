@@ -4,15 +4,26 @@
     python -m course_lib decode in.licc out.png
     python -m course_lib train --run-dir runs/msh          (see course_lib.codec_training)
     python -m course_lib export --run-dir runs/msh --out weights/codec/mean-scale-vr.pt
+
+Problems a user can cause (an unreadable image, a damaged file, an output that cannot be
+written or that is the input) end in one line "error: ..." and exit code 2; outputs are
+written through <name>.part, so a failed write leaves nothing behind. Conversions of odd
+inputs (transparency, animation, 16-bit or float samples: see course_lib.images.load_image)
+are reported as "warning: ..." lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 USAGE = __doc__
+
+
+class CommandError(Exception):
+    """A problem with the command's files, reported as one ``error:`` line."""
 
 
 def _encode(argv) -> int:
@@ -27,12 +38,13 @@ def _encode(argv) -> int:
                    help="rate setting: 0 (smallest files) .. 3 (best quality), fractions allowed")
     args = p.parse_args(argv)
     try:
+        _check_output(args.input, args.output)
         image = load_image(args.input)
         data = learned.compress_image(image, args.quality)
-    except (ImageError, ValueError, learned.WeightsError) as error:
+        _write_atomically(args.output, data)
+    except (CommandError, ImageError, ValueError, learned.WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    _write_atomically(args.output, data)
     height, width = image.shape[:2]
     print(f"{args.output}: {len(data):,} bytes, {bpp(len(data), height, width):.3f} bpp "
           f"({width}x{height})")
@@ -41,7 +53,7 @@ def _encode(argv) -> int:
 
 def _decode(argv) -> int:
     from .codecs import learned
-    from .images import save_image
+    from .images import ImageError, image_file_bytes
 
     p = argparse.ArgumentParser(prog="python -m course_lib decode")
     p.add_argument("input", type=Path, help="a file written by `encode`")
@@ -51,26 +63,56 @@ def _decode(argv) -> int:
         print(f"error: no file at {args.input}", file=sys.stderr)
         return 2
     try:
+        _check_output(args.input, args.output)
         image = learned.decompress_image(args.input.read_bytes())
+        _write_atomically(args.output, image_file_bytes(image, args.output.suffix))
     except (learned.CodecFileError, learned.WeightsError) as error:
         print(f"error: {args.input}: {error}", file=sys.stderr)
+        return 2
+    except (CommandError, ImageError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     if args.output.suffix.lower() not in (".png", ".bmp", ".tif", ".tiff", ".ppm"):
         print(f"note: {args.output.suffix} may be lossy; use .png to keep the decoded pixels",
               file=sys.stderr)
-    save_image(image, args.output)
     print(f"{args.output}: {image.shape[1]}x{image.shape[0]}")
     return 0
 
 
+def _check_output(source: Path, output: Path) -> None:
+    """Refuse an output that cannot be a new file, before any work is done."""
+    if output.resolve() == source.resolve():
+        raise CommandError(f"the output {output} is the input file; give the output another "
+                           "name")
+    if output.is_dir():
+        raise CommandError(f"{output} is a folder; give a file name for the output")
+    if not output.parent.is_dir():
+        raise CommandError(f"cannot write {output}: there is no folder {output.parent}")
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` through ``path.part``: a failed write leaves neither behind."""
     partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    partial.replace(path)
+    try:
+        partial.write_bytes(data)
+        partial.replace(path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise CommandError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = _print_warning
+        return _run(sys.argv[1:] if argv is None else argv)
+
+
+def _run(argv) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

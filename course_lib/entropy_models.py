@@ -29,7 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .entropy import fast
-from .entropy.cdf import CdfTable, gaussian_cdf_table, log_scale_table, scale_indexes
+from .entropy.cdf import (
+    CdfTable,
+    check_stream_length,
+    gaussian_cdf_table,
+    log_scale_table,
+    scale_indexes,
+)
 from .layers import lower_bound
 
 LIKELIHOOD_BOUND = 1e-9
@@ -227,10 +233,18 @@ class EntropyBottleneck(_TableHolder):
                                         self.table())
 
     def decompress(self, data: bytes, shape) -> torch.Tensor:
-        """Decode ``shape = (N, C, H, W)`` latents coded by :meth:`compress`."""
+        """Decode ``shape = (N, C, H, W)`` latents coded by :meth:`compress`.
+
+        Data too short for that many latents is refused
+        (:class:`~course_lib.entropy.DecodeError`) before their table indexes are built: a
+        header's shape cannot make it allocate more than the data can hold.
+        """
         self.update()
+        table = self.table()
+        positions = shape[0] * math.prod(shape[2:])
+        check_stream_length(len(data), positions * table.minimum_bits().sum(), "latents")
         indexes = self._symbols_and_indexes(shape, "cpu").numpy()
-        symbols = fast.decode_with_indexes(data, indexes, self.table())
+        symbols = fast.decode_with_indexes(data, indexes, table)
         medians = self.medians.cpu().view(1, -1, 1, 1)
         return torch.from_numpy(symbols).to(medians.dtype) + medians
 

@@ -114,6 +114,8 @@ class FactorizedPrior(CompressionModel):
     @torch.no_grad()
     def decompress(self, strings: list[bytes], shape, rate=None) -> torch.Tensor:
         _check_single_rate(rate)
+        if len(strings) != 1:
+            raise ValueError("a factorized-prior stream has one part (y)")
         y_hat = self.entropy_bottleneck.decompress(strings[0], (1, self.m, *shape))
         device = next(self.parameters()).device
         return self.g_s(y_hat.to(device)).clamp(0, 1)

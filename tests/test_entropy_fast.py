@@ -89,6 +89,26 @@ def test_size_matches_the_readable_coder():
     assert abs(fast - readable) <= 0.01 * readable
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(0, 3000), mode=st.floats(0.5, 1 - 1e-9))
+def test_the_length_check_never_refuses_a_real_stream(seed, size, mode):
+    """Streams of the likeliest values are the shortest there are: still long enough."""
+    rng = np.random.default_rng(seed)
+    tail = (1 - mode) / 2
+    table = CdfTable.from_pmfs([[tail, mode, tail], [0.5, 0.5]], [-1, 0])
+    for index in range(2):  # referee: the cheapest single value, escapes included
+        cheapest = min(table.information_bits(np.array([value]), np.array([index]))
+                       for value in range(-3, 4))
+        assert table.minimum_bits()[index] == pytest.approx(cheapest, rel=1e-12)
+    indexes = rng.integers(0, 2, size)
+    values = np.zeros(size, np.int64)
+    data = encode_with_indexes(values, indexes, table)
+    assert 8 * len(data) >= table.minimum_bits()[indexes].sum()
+    np.testing.assert_array_equal(decode_with_indexes(data, indexes, table), values)
+    with pytest.raises(DecodeError, match="cannot hold"):
+        decode_with_indexes(data, np.ones(8 * len(data) + 65, np.int64), table)
+
+
 def test_bad_data_raises_and_never_hangs():
     values, indexes = _latents(1, (1500,))
     values[:3] = [500, -500, 7000]

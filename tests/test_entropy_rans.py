@@ -126,12 +126,40 @@ def test_bad_data_raises_and_never_hangs():
             rans_decode(bytes(corrupted), symbols.size, model)
         except DecodeError:
             caught += 1
-    # the final-state check catches nearly all corruption (not all: see the fast path's CRC)
-    assert caught >= 140
+    # the final state carries the message's CRC-32: random damage passes 1 time in ~2**32
+    assert caught == 150
     for _ in range(50):
         garbage = rng.integers(0, 256, 4 * rng.integers(0, 300)).astype(np.uint8).tobytes()
         with pytest.raises(DecodeError):
             rans_decode(garbage, symbols.size, model)
+
+
+@pytest.mark.parametrize("model", [AdaptiveModel(2), AdaptiveModel(64), AdaptiveModel(3, 12),
+                                   StaticModel.from_pmf([0.25] * 4)])
+def test_every_flipped_bit_of_a_short_message_is_caught(model):
+    """Equal slot ranges let a flipped slot bit decode to another symbol that ends in the same
+    state (1 flip in 64 for one symbol of two); the CRC-32 in the state catches each one."""
+    for message in ([0], [1], [1, 0], [0, 1, 1]):
+        data = rans_encode(message, model)
+        for bit in range(8 * len(data)):
+            damaged = bytearray(data)
+            damaged[bit // 8] ^= 1 << bit % 8
+            with pytest.raises(DecodeError):
+                rans_decode(bytes(damaged), len(message), model)
+
+
+def test_the_start_state_costs_at_most_one_bit():
+    rng = np.random.default_rng(5)
+    model = StaticModel.from_pmf(rng.dirichlet(np.ones(8)))
+    for count in (1, 10, 100, 1000):
+        symbols = rng.choice(8, count)
+        data = rans_encode(symbols, model)
+        final_state = int.from_bytes(data[:4], "little") << 32 | int.from_bytes(data[4:8],
+                                                                                "little")
+        stored_bits = 32 * (len(data) // 4 - 2) + np.log2(final_state)
+        # the state starts at 2**32 + CRC, i.e. holds 32 to 33 bits before the first symbol
+        extra = stored_bits - _ideal_bits(symbols, model.cdf())
+        assert 32 - 1e-3 <= extra <= 33 + 1e-3
 
 
 def test_bad_arguments_raise():

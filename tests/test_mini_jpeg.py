@@ -2,6 +2,7 @@
 the rate-distortion margin to Pillow's JPEG, and a decoder that refuses bad bytes clearly."""
 
 import io
+import zlib
 
 import numpy as np
 import pytest
@@ -210,30 +211,54 @@ def test_bad_arguments(photo):
         mj.encode(photo.astype(np.float32), 50)
 
 
+def _with_crc(body: bytes) -> bytes:
+    """``body`` with its CRC-32 appended, as the encoder ends a file."""
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
 def test_decoder_refuses_bad_bytes(photo):
     small = photo[:40, :56]
     data = mj.encode(small, 60)
+    assert data[-4:] == zlib.crc32(data[:-4]).to_bytes(4, "little")
     with pytest.raises(DecodeError, match="MJPG"):
         mj.decode(b"\xff\xd8" + data[2:])
-    with pytest.raises(DecodeError, match="trailing"):
+    with pytest.raises(DecodeError, match="checksum"):
         mj.decode(data + b"\x00")
-    for cut in np.linspace(0, len(data) - 1, 60).astype(int):
+    with pytest.raises(DecodeError, match="trailing"):  # extra bytes under a valid checksum
+        mj.decode(_with_crc(data[:-4] + b"\x00"))
+    for cut in range(len(data)):
         with pytest.raises(DecodeError):
             mj.decode(data[:cut])
     rng = np.random.default_rng(0)
-    for _ in range(100):  # flipped bits: a clear DecodeError or an image, never a crash
+    for _ in range(200):  # the checksum catches every flipped bit (JPEG itself catches few)
         damaged = bytearray(data)
         position = int(rng.integers(len(damaged)))
         damaged[position] ^= 1 << int(rng.integers(8))
-        try:
-            assert mj.decode(bytes(damaged)).ndim == 3
-        except DecodeError:
-            pass
+        with pytest.raises(DecodeError):
+            mj.decode(bytes(damaged))
+
+
+def test_other_versions_are_refused_with_what_to_do(photo):
+    data = mj.encode(photo[:16, :16], 50)
+    assert data[4] == mj.VERSION == 2
+    with pytest.raises(DecodeError, match="no checksum.*re-encode"):
+        mj.decode(_with_crc(data[:4] + b"\x01" + data[5:-4]))
+    with pytest.raises(DecodeError, match="newer.*update course_lib"):
+        mj.decode(_with_crc(data[:4] + b"\x03" + data[5:-4]))
+
+
+def test_huge_headers_are_refused_before_decoding(photo):
+    data = mj.encode(photo[:16, :16], 50)
+    huge = _with_crc(data[:9] + (65535).to_bytes(2, "little") * 2 + data[13:-4])
+    with pytest.raises(DecodeError, match="limit"):
+        mj.decode(huge)
+    with pytest.raises(DecodeError, match="cannot hold"):  # under the limit: too few bytes
+        mj.decode(huge, max_pixels=65535**2)
 
 
 def test_file_is_its_named_parts(photo):
     groups = [mj.encode_group(blocks) for blocks in mj.quantized_blocks(photo, 40)]
-    expected = 13 + sum(len(part) for parts in groups for part in parts.values())
+    expected = 13 + sum(len(part) for parts in groups for part in parts.values()) + 4  # CRC
     assert len(mj.encode(photo, 40)) == expected
 
 

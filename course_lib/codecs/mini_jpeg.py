@@ -24,6 +24,18 @@ The file is not a JFIF file but carries the same information in the same spirit:
              length 1..16, then the symbols), then the number of AC symbols and the byte
              lengths of the DC and AC Huffman data (3 x uint32)
     payload  per group: Huffman data of the DC symbols, of the AC symbols, then the raw bits
+    CRC-32   of everything before it (uint32)
+
+Integers are little-endian. Version 2 added the CRC-32 (JPEG itself has none, so a damaged
+JPEG decodes to other pixels; here every damaged file is refused); version 1 files are refused
+with a note to re-encode.
+
+:func:`decode` raises :class:`~course_lib.entropy.DecodeError` for every file it cannot decode,
+checking before it allocates or computes: the magic, the version, the CRC-32, the header's
+fields, an image of at most :data:`~course_lib.images.MAX_PIXELS` pixels (``max_pixels=`` or
+``$COURSE_MAX_PIXELS`` raise it), then each table and length against the bytes present. Each
+block costs at least two bits (its DC symbol and its end-of-block), so a file of B bytes decodes
+at most 4 B blocks: 256 B pixels with the DCT, 16384 B with 6 Haar levels.
 
 Two simplifications against JPEG, each costing a few bytes: every block ends with an
 end-of-block symbol (JPEG omits it after a last non-zero coefficient), and the Huffman data
@@ -35,13 +47,14 @@ numpy, and it changes the size by at most a byte per stream.)
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 import torch
 
 from ..conv import block_dct, block_idct
 from ..entropy import DecodeError, HuffmanCode
-from ..images import pad_to_multiple, rgb_to_ycbcr, ycbcr_to_rgb
+from ..images import check_pixel_count, pad_to_multiple, rgb_to_ycbcr, ycbcr_to_rgb
 from ..pooling import downsample, upsample_bilinear
 from ..wavelets import haar_dwt2, haar_idwt2
 from .classical import check_rgb_image
@@ -68,9 +81,10 @@ MAX_CODE_LENGTH = 16  # JPEG's limit on Huffman code lengths
 EOB, ZRL = 0x00, 0xF0  # end of block; a run of 16 zeros
 
 MAGIC = b"MJPG"
-VERSION = 1
+VERSION = 2
 _HEADER = struct.Struct("<4sBBBBBHH")
 _COUNTS = struct.Struct("<III")
+_CRC = struct.Struct("<I")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,7 +443,8 @@ def encode(image: np.ndarray, quality: int = 50, transform: str = "dct",
                           SUBSAMPLINGS.index(subsampling), height, width)
     tables = [parts[name] for parts in groups for name in GROUP_TABLES]
     payload = [parts[name] for parts in groups for name in GROUP_PAYLOAD]
-    return b"".join([header, *tables, *payload])
+    body = b"".join([header, *tables, *payload])
+    return body + _CRC.pack(zlib.crc32(body))
 
 
 GROUP_TABLES = ("DC table", "AC table", "counts")
@@ -451,13 +466,21 @@ def encode_group(blocks: np.ndarray) -> dict[str, bytes]:
             "raw bits": pack_bits(magnitude_bits(values, sizes), sizes)}
 
 
-def _read_header(data: bytes):
+def _read_header(data: bytes, max_pixels: int | None):
     if len(data) < _HEADER.size or data[:4] != MAGIC:
         raise DecodeError("not a mini-JPEG file: it does not start with b'MJPG'")
     _, version, transform, levels, quality, subsampling, height, width = (
         _HEADER.unpack_from(data))
+    if version > VERSION:
+        raise DecodeError(f"mini-JPEG version {version} is newer than this course_lib (version "
+                          f"{VERSION}); update course_lib")
     if version != VERSION:
-        raise DecodeError(f"mini-JPEG version {version} is not supported (this is {VERSION})")
+        raise DecodeError(f"mini-JPEG version {version} files have no checksum and are no "
+                          f"longer read (this is version {VERSION}); re-encode the image")
+    if len(data) < _HEADER.size + _CRC.size or zlib.crc32(data[: -_CRC.size]) != (
+            _CRC.unpack_from(data, len(data) - _CRC.size)[0]):
+        raise DecodeError("the mini-JPEG file is corrupted or truncated (checksum mismatch); "
+                          "re-encode or re-download it")
     try:
         transform = TRANSFORMS[transform]
         subsampling = SUBSAMPLINGS[subsampling]
@@ -467,17 +490,21 @@ def _read_header(data: bytes):
         raise DecodeError(f"corrupted mini-JPEG header ({err})") from None
     if height == 0 or width == 0:
         raise DecodeError("corrupted mini-JPEG header: empty image")
+    check_pixel_count(height, width, max_pixels, DecodeError, "the mini-JPEG image")
     return transform, levels, quality, subsampling, height, width, block
 
 
-def decode(data: bytes) -> np.ndarray:
+def decode(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
     """Decode mini-JPEG bytes to a uint8 RGB image ``(H, W, 3)``.
 
     Raises :class:`course_lib.entropy.DecodeError` (a ``ValueError``) for bytes that are not
-    a complete, intact mini-JPEG file.
+    a complete, intact mini-JPEG file (the checks are listed in the module docstring);
+    ``max_pixels`` overrides the pixel limit (:func:`course_lib.images.check_pixel_count`).
     """
     data = bytes(data)
-    transform, levels, quality, subsampling, height, width, block = _read_header(data)
+    transform, levels, quality, subsampling, height, width, block = _read_header(data,
+                                                                                 max_pixels)
+    data = data[: -_CRC.size]  # the checksum is checked: the rest is header, tables, payload
     factor = _factor(subsampling)
     unit = block * factor  # the encoder padded to whole units
     padded_h, padded_w = -(-height // unit) * unit, -(-width // unit) * unit

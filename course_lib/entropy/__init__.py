@@ -8,7 +8,10 @@
 - :mod:`.rans`: a readable rANS coder with static and adaptive models.
 - :mod:`.fast`: the fast coder for large streams, one table per value (``constriction``).
 
-Every decoder raises :class:`DecodeError` (a ``ValueError``) on data it cannot decode.
+Every decoder raises :class:`DecodeError` (a ``ValueError``) on data it cannot decode, and
+checks first that the data can hold what it is asked for (:func:`.cdf.check_stream_length`, a
+bit per Huffman codeword), so that a few bytes never make it allocate or loop for millions of
+values.
 """
 
 from .cdf import (

@@ -22,6 +22,11 @@ thousands of values is coded with table ``indexes[i]``. Each table codes the val
 ``offset .. offset + K - 2`` directly; its last symbol ``K - 1`` is an *escape*: a value outside
 that range is coded as the escape followed by its overflow in 4-bit "bypass" groups (the
 scheme of CompressAI's rANS coder), so no value is ever uncodable.
+
+A stream of values is never shorter than the information of its likeliest message: value ``i``
+costs at least :meth:`CdfTable.minimum_bits` of its table. :func:`check_stream_length` turns
+that into the decoders' first check, so that a few bytes claiming millions of values are
+refused before anything is allocated for them.
 """
 
 from __future__ import annotations
@@ -31,10 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from .errors import DecodeError
+
 DEFAULT_PRECISION = 16
 MAX_PRECISION = 24  # the precision of constriction's coders, which run our fast path
 BYPASS_BITS = 4  # escaped values are sent in groups of this many raw bits
 MAX_BYPASS_GROUPS = (1 << BYPASS_BITS) - 1  # the group count is itself one 4-bit group
+# An rANS stream holds its message's information, up to the rounding of its final state.
+STREAM_SLACK_BITS = 64
 
 
 def _check_precision(precision: int) -> int:
@@ -238,6 +247,11 @@ class CdfTable:
         )
         return (shifted + self.offsets[flat_indexes]).reshape(indexes.shape)
 
+    def minimum_bits(self) -> np.ndarray:
+        """(num_tables,) the fewest bits a value coded with each table can cost: ``precision -
+        log2`` of the table's largest frequency."""
+        return self.precision - np.log2(np.diff(self.cdfs, axis=1).max(axis=1))
+
     def information_bits(self, values, indexes) -> float:
         """Ideal code length ``-sum log2 p`` of the values, escapes and bypass groups included:
         the size an exact entropy coder approaches."""
@@ -247,6 +261,15 @@ class CdfTable:
         counts, _ = bypass_groups(overflow)
         bypass_bits = BYPASS_BITS * (counts.size + counts.sum())
         return float(self.precision * symbols.size - np.log2(freqs).sum() + bypass_bits)
+
+
+def check_stream_length(num_bytes: int, minimum_bits: float, what: str = "values") -> None:
+    """Raise :class:`DecodeError` if ``num_bytes`` cannot hold a message of at least
+    ``minimum_bits`` bits (plus :data:`STREAM_SLACK_BITS`), e.g. the sum of
+    :meth:`CdfTable.minimum_bits` over the values a header announces."""
+    if minimum_bits > 8 * num_bytes + STREAM_SLACK_BITS:
+        raise DecodeError(f"{num_bytes} bytes cannot hold the {what} expected, which take at "
+                          f"least {minimum_bits / 8:,.0f}: truncated or corrupted data")
 
 
 def gaussian_cdf_table(

@@ -28,18 +28,24 @@ information.
 
 from __future__ import annotations
 
-import zlib
-
 import constriction
 import numpy as np
 
-from .cdf import BYPASS_BITS, MAX_PRECISION, CdfTable, bypass_groups, join_bypass_groups
+from .cdf import (
+    BYPASS_BITS,
+    MAX_PRECISION,
+    CdfTable,
+    bypass_groups,
+    check_stream_length,
+    join_bypass_groups,
+)
 from .errors import DecodeError
+from .rans import message_crc
 
 
 def _checksum_symbols(values: np.ndarray) -> np.ndarray:
     """CRC-32 of the values as two 16-bit symbols (high half first)."""
-    crc = zlib.crc32(np.ascontiguousarray(values, dtype="<i8").tobytes())
+    crc = message_crc(values)
     return np.array([crc >> 16, crc & 0xFFFF], dtype=np.int32)
 
 
@@ -83,7 +89,9 @@ def decode_with_indexes(data: bytes, indexes, table: CdfTable) -> np.ndarray:
     """Decode bytes from :func:`encode_with_indexes` given the same ``indexes`` and table.
 
     Returns int64 values with the shape of ``indexes``. Raises :class:`DecodeError` on
-    truncated or corrupted data (the coder must end exactly empty and the checksum match).
+    truncated or corrupted data: data too short for that many values
+    (:func:`~course_lib.entropy.cdf.check_stream_length`, checked first), a coder that does not
+    end exactly empty, or a checksum that does not match.
     """
     if len(data) % 4:
         raise DecodeError(f"fast-path data is whole 32-bit words; got {len(data)} bytes")
@@ -91,6 +99,7 @@ def decode_with_indexes(data: bytes, indexes, table: CdfTable) -> np.ndarray:
     if words.size and words[-1] == 0:
         raise DecodeError("corrupted fast-path data: it cannot end in a zero word")
     flat_indexes = table.check_indexes(indexes).reshape(-1)
+    check_stream_length(len(data), table.minimum_bits()[flat_indexes].sum())
     coder = constriction.stream.stack.AnsCoder(words)
     symbols = np.empty(flat_indexes.size, dtype=np.int64)
     for index, positions in _groups_by_table(flat_indexes, table.num_tables):

@@ -154,10 +154,15 @@ class HuffmanCode:
     def decode(self, data: bytes, num_symbols: int) -> np.ndarray:
         """Decode ``num_symbols`` symbols; (num_symbols,) int64.
 
-        Raises :class:`DecodeError` when the bits run out, spell no codeword, or do not end in
-        fewer than 8 padding 1-bits. (A bit flip that still spells valid codewords decodes to
-        other symbols: a prefix code has no redundancy to notice it.)
+        Raises :class:`DecodeError` when the data cannot hold ``num_symbols`` codewords (one
+        bit each at least: checked before anything is allocated), when the bits run out, spell
+        no codeword, or do not end in fewer than 8 padding 1-bits. (A bit flip that still
+        spells valid codewords decodes to other symbols: a prefix code has no redundancy to
+        notice it.)
         """
+        if num_symbols > 8 * len(data):
+            raise DecodeError(f"{len(data)} bytes cannot hold {num_symbols} Huffman codewords "
+                              "(at least one bit each): truncated or corrupted data")
         bits = format(int.from_bytes(data, "big"), f"0{8 * len(data)}b") if data else ""
         max_length = len(self._count) - 1
         symbols = np.empty(num_symbols, dtype=np.int64)
