@@ -13,12 +13,14 @@ the model's ``factor`` (H and W must be multiples of it: :meth:`Autoencoder.enco
 ``compress`` / ``decompress`` give real bytes: latents rounded to ``bits`` bits per value
 (per-channel min-max scaling) and stored as raw bits, as a PNG of the latent planes, or
 zlib-deflated. No entropy model, no rate term in training: notebook 03 measures how far that
-is from JPEG, notebooks 04-06 close the gap.
+is from JPEG, notebooks 04-06 close the gap. A latent file that cannot be decoded raises
+:class:`~course_lib.entropy.DecodeError`, checked before anything is allocated: sizes against
+the bytes present and the pixel limit of :mod:`course_lib.images` (:func:`unpack_latents`).
 
-Trained weights ship in the repository's ``weights/autoencoders`` folder (``SHA256SUMS``,
-training logs, and ``README.md`` with the command that made them); :func:`load_pretrained`
-checks them before loading. :func:`pretrained_latents` gives the quantised latents of a Kodak
-image, reproducibly, for notebook 04 to entropy-code.
+Trained weights ship in the repository's ``weights/autoencoders`` folder, with training logs
+and ``README.md`` (the command that made them); :func:`load_pretrained` checks their sha256
+before loading (see :mod:`course_lib.weights`). :func:`pretrained_latents` gives the quantised
+latents of a Kodak image, reproducibly, for notebook 04 to entropy-code.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import io
 import math
 import os
 import struct
+import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,8 +44,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from . import metrics
-from .images import crop, pad_to_multiple
+from . import metrics, weights
+from .entropy.errors import DecodeError
+from .images import check_pixel_count, crop, pad_to_multiple
 
 # ---------------------------------------------------------------------------------------------
 # Models
@@ -106,14 +110,22 @@ class Autoencoder(nn.Module):
         return pack_latents(self.latents(x, bits), method)
 
     @torch.no_grad()
-    def decompress(self, data: bytes) -> torch.Tensor:
-        """Bytes from :meth:`compress` -> image ``(1, 3, H, W)`` in [0, 1]."""
-        quantized = unpack_latents(data)
-        if quantized.symbols.shape[0] != self.latent_channels:
-            raise ValueError(f"these bytes hold {quantized.symbols.shape[0]} latent channels; "
-                             f"this model decodes {self.latent_channels}")
+    def decompress(self, data: bytes, *, max_pixels: int | None = None) -> torch.Tensor:
+        """Bytes from :meth:`compress` -> image ``(1, 3, H, W)`` in [0, 1].
+
+        Raises :class:`~course_lib.entropy.DecodeError` for bytes :func:`unpack_latents`
+        refuses, or whose latent is not the ``(C, ceil(H/f), ceil(W/f))`` this model makes of
+        the image they describe (``max_pixels``: see :func:`unpack_latents`).
+        """
+        quantized = unpack_latents(data, max_pixels=max_pixels)
+        height, width = quantized.image_size
+        expected = (self.latent_channels, -(-height // self.factor), -(-width // self.factor))
+        if quantized.symbols.shape != expected:
+            raise DecodeError("these bytes hold {} latent channels of {}x{} for a {}x{} image; "
+                              "this model decodes {} latent channels of {}x{} for that size"
+                              .format(*quantized.symbols.shape, height, width, *expected))
         with _evaluation_mode(self):
-            return self.decode(dequantize_latents(quantized), *quantized.image_size)
+            return self.decode(dequantize_latents(quantized), height, width)
 
 
 class DenseAutoencoder(Autoencoder):
@@ -369,6 +381,8 @@ def dequantize_latents(quantized: QuantizedLatents) -> torch.Tensor:
 STORAGE_METHODS = ("raw", "png", "zlib")
 # method code, bits, channels, latent height and width, image height and width
 _HEADER = struct.Struct("<BBHHHHH")
+DEFLATE_MAX_RATIO = 1032  # deflate (zlib, PNG) expands its input at most this many times
+_PNG_END = b"\0\0\0\0IEND\xaeB`\x82"  # the last chunk of every PNG file
 
 
 def pack_latents(quantized: QuantizedLatents, method: str = "zlib") -> bytes:
@@ -385,6 +399,9 @@ def pack_latents(quantized: QuantizedLatents, method: str = "zlib") -> bytes:
         raise ValueError(f"method must be one of {STORAGE_METHODS}, not {method!r}")
     symbols = np.ascontiguousarray(quantized.symbols, dtype=np.uint8)
     channels, rows, cols = symbols.shape
+    if not all(1 <= size <= 65535 for size in (channels, rows, cols, *quantized.image_size)):
+        raise ValueError(f"a latent file stores sizes in 1..65535, got a {channels}x{rows}x{cols}"
+                         f" latent of a {quantized.image_size} image")
     header = _HEADER.pack(STORAGE_METHODS.index(method), quantized.bits, channels, rows, cols,
                           *quantized.image_size)
     ranges = np.stack([quantized.low, quantized.high]).astype("<f4").tobytes()
@@ -400,54 +417,123 @@ def pack_latents(quantized: QuantizedLatents, method: str = "zlib") -> bytes:
     return header + ranges + payload
 
 
-def unpack_latents(data: bytes) -> QuantizedLatents:
-    """Inverse of :func:`pack_latents` (the method is read from the header)."""
+def unpack_latents(data: bytes, *, max_pixels: int | None = None) -> QuantizedLatents:
+    """Inverse of :func:`pack_latents` (the method is read from the header).
+
+    Raises :class:`~course_lib.entropy.DecodeError` (a ``ValueError``), saying what is wrong,
+    for bytes that are not a complete latent file. Everything is checked before it is
+    allocated or inflated: a known method, 1..8 bits, no size 0, an image of at most
+    :data:`~course_lib.images.MAX_PIXELS` pixels (``max_pixels=`` or ``$COURSE_MAX_PIXELS``
+    raise it), finite ranges with ``low <= high``, then a payload that holds exactly the
+    ``C x h x w`` symbols of the header, each below ``2**bits``. A raw payload has exactly
+    their bytes. A zlib or PNG payload of B bytes holds at most ``1032 B`` symbols (deflate's
+    largest expansion; more is refused unread), zlib data is inflated no further than the
+    header's count and must end there, and a PNG must be the 8-bit grey mosaic of the header's
+    size (read from its first chunk before it is decoded) and end in its IEND chunk. So a
+    file of B bytes decodes at most about ``1032 B`` symbols. The format has no checksum:
+    damage that keeps it consistent decodes to other pixels.
+    """
     data = bytes(data)
     if len(data) < _HEADER.size:
-        raise ValueError(f"{len(data)} bytes are too few for a latent file (header alone is "
-                         f"{_HEADER.size})")
+        raise DecodeError(f"{len(data)} bytes are too few for a latent file (header alone is "
+                          f"{_HEADER.size})")
     method_code, bits, channels, rows, cols, height, width = _HEADER.unpack_from(data)
     if method_code >= len(STORAGE_METHODS) or not 1 <= bits <= 8:
-        raise ValueError("not a latent file written by pack_latents (bad header)")
+        raise DecodeError("not a latent file written by pack_latents (bad header)")
+    if 0 in (channels, rows, cols, height, width):
+        raise DecodeError(f"damaged latent file: its header declares a {channels}x{rows}x{cols} "
+                          f"latent of a {height}x{width} image, and no size may be 0")
+    check_pixel_count(height, width, max_pixels, DecodeError, "the latent file's image")
     start = _HEADER.size + 8 * channels
-    ranges = np.frombuffer(data[_HEADER.size:start], dtype="<f4").reshape(2, channels)
-    payload = data[start:]
+    if len(data) < start:
+        raise DecodeError(f"damaged latent file: {len(data)} bytes, but the header and the "
+                          f"ranges of {channels} channels take {start}")
+    ranges = np.frombuffer(data, "<f4", 2 * channels, _HEADER.size).reshape(2, channels)
+    if not np.all(np.isfinite(ranges)) or np.any(ranges[0] > ranges[1]):
+        raise DecodeError("damaged latent file: a channel's range is not finite or ends below "
+                          "its start")
+    payload, method = data[start:], STORAGE_METHODS[method_code]
     count = channels * rows * cols
-    try:
-        if STORAGE_METHODS[method_code] == "raw":
-            bit_planes = np.unpackbits(np.frombuffer(payload, np.uint8))[: count * bits]
-            padded = np.zeros((count, 8), np.uint8)
-            padded[:, 8 - bits:] = bit_planes.reshape(count, bits)
-            symbols = np.packbits(padded, axis=1).reshape(channels, rows, cols)
-        elif STORAGE_METHODS[method_code] == "png":
-            with Image.open(io.BytesIO(payload)) as image:
-                symbols = _unmosaic(np.array(image), channels, rows, cols)
-        else:
-            symbols = np.frombuffer(zlib.decompress(payload), np.uint8)
-            symbols = symbols.reshape(channels, rows, cols)
-    except (ValueError, OSError, zlib.error) as err:
-        raise ValueError(f"damaged latent file: {err}") from None
+    if method == "raw":
+        expected = -(-count * bits // 8)
+        if len(payload) != expected:
+            raise DecodeError(f"damaged latent file: {len(payload)} bytes of raw symbols, but "
+                              f"{count} symbols of {bits} bits take {expected}")
+        bit_planes = np.unpackbits(np.frombuffer(payload, np.uint8))[: count * bits]
+        padded = np.zeros((count, 8), np.uint8)
+        padded[:, 8 - bits:] = bit_planes.reshape(count, bits)
+        symbols = np.packbits(padded, axis=1).reshape(channels, rows, cols)
+    else:
+        if count > DEFLATE_MAX_RATIO * len(payload):
+            raise DecodeError(f"damaged latent file: {len(payload)} bytes of {method} data "
+                              f"cannot hold the {count} symbols of its header")
+        read = _read_png if method == "png" else _inflate
+        symbols = read(payload, channels, rows, cols)
+        if symbols.max() >> bits:
+            raise DecodeError(f"damaged latent file: a symbol does not fit in {bits} bits")
     return QuantizedLatents(symbols.copy(), ranges[0].copy(), ranges[1].copy(), bits,
                             (height, width))
+
+
+def _inflate(payload: bytes, channels: int, rows: int, cols: int) -> np.ndarray:
+    """The zlib payload of :func:`unpack_latents`, inflated to at most the header's count."""
+    count = channels * rows * cols
+    inflater = zlib.decompressobj()
+    try:
+        symbols = inflater.decompress(payload, count)
+    except zlib.error as err:
+        raise DecodeError(f"damaged latent file: its zlib data is corrupt ({err})") from None
+    if len(symbols) != count or not inflater.eof or inflater.unused_data:
+        raise DecodeError(f"damaged latent file: its zlib data does not hold exactly the {count} "
+                          f"symbols ({channels}x{rows}x{cols}) of its header")
+    return np.frombuffer(symbols, np.uint8).reshape(channels, rows, cols)
+
+
+def _read_png(payload: bytes, channels: int, rows: int, cols: int) -> np.ndarray:
+    """The PNG payload of :func:`unpack_latents`, its size checked before it is decoded."""
+    if not payload.endswith(_PNG_END):  # Pillow decodes a PNG cut short of its last bytes
+        raise DecodeError("damaged latent file: its PNG is cut short (no IEND chunk at the end)")
+    height, width = _mosaic_shape(channels, rows, cols)
+    try:
+        with warnings.catch_warnings():
+            # the payload's size bounds the mosaic already (deflate's largest expansion)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(payload), formats=["PNG"])
+        with image:
+            if image.mode != "L" or image.size != (width, height):
+                raise DecodeError(f"damaged latent file: its PNG is {image.mode} "
+                                  f"{image.height}x{image.width}, but {channels} planes of "
+                                  f"{rows}x{cols} make an L (8-bit grey) {height}x{width}")
+            image.load()
+            return _unmosaic(np.asarray(image), channels, rows, cols)
+    except DecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error,
+            Image.DecompressionBombError) as err:
+        raise DecodeError(f"damaged latent file: its PNG cannot be read ({err})") from None
+
+
+def _mosaic_shape(channels: int, height: int, width: int) -> tuple[int, int]:
+    """(rows h, cols w) of the image holding ``channels`` planes of ``height x width``."""
+    cols = math.ceil(math.sqrt(channels))
+    rows = math.ceil(channels / cols)
+    return rows * height, cols * width
 
 
 def _mosaic(symbols: np.ndarray) -> np.ndarray:
     """``(C, h, w)`` -> one ``(rows h, cols w)`` image with the channels side by side."""
     channels, height, width = symbols.shape
-    cols = math.ceil(math.sqrt(channels))
-    rows = math.ceil(channels / cols)
+    mosaic_height, mosaic_width = _mosaic_shape(channels, height, width)
+    rows, cols = mosaic_height // height, mosaic_width // width
     grid = np.zeros((rows * cols, height, width), np.uint8)
     grid[:channels] = symbols
     return grid.reshape(rows, cols, height, width).transpose(0, 2, 1, 3).reshape(
-        rows * height, cols * width)
+        mosaic_height, mosaic_width)
 
 
 def _unmosaic(image: np.ndarray, channels: int, height: int, width: int) -> np.ndarray:
-    cols = math.ceil(math.sqrt(channels))
-    rows = math.ceil(channels / cols)
-    if image.shape != (rows * height, cols * width):
-        raise ValueError(f"PNG of size {image.shape} does not hold {channels} planes of "
-                         f"{height}x{width}")
+    """Inverse of :func:`_mosaic` for an image of :func:`_mosaic_shape`."""
+    rows, cols = image.shape[0] // height, image.shape[1] // width
     grid = image.reshape(rows, height, cols, width).transpose(0, 2, 1, 3)
     return grid.reshape(rows * cols, height, width)[:channels]
 
@@ -472,44 +558,12 @@ PRETRAINED = {
 """Name -> constructor of every shipped model."""
 
 TRAINING_STEPS = 2000
-WEIGHTS_VARIABLE = "COURSE_WEIGHTS_DIR"
 
 
 def weights_dir() -> Path:
-    """``$COURSE_WEIGHTS_DIR`` if set, else ``weights/autoencoders`` of the course repository."""
-    if os.environ.get(WEIGHTS_VARIABLE):
-        return Path(os.environ[WEIGHTS_VARIABLE]).expanduser()
-    return Path(__file__).resolve().parent.parent / "weights" / "autoencoders"
-
-
-def _read_sums(path: Path) -> dict[str, str]:
-    """``sha256sum`` format (``<hex>  <file>`` per line) -> {file: hex}."""
-    pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
-    return {name: digest for digest, name in pairs}
-
-
-def _weights_file(name: str) -> Path:
-    """Path of the weights of ``name`` after checking them against ``SHA256SUMS``."""
-    from .datasets import DatasetError, sha256_of
-
-    folder = weights_dir()
-    sums_path = folder / "SHA256SUMS"
-    if not sums_path.is_file():
-        raise DatasetError(
-            f"No shipped weights at {folder}: they live in the course repository's "
-            f"weights/autoencoders folder. Clone the repository, or set {WEIGHTS_VARIABLE} to "
-            "a copy of that folder.")
-    expected = _read_sums(sums_path).get(f"{name}.pt")
-    path = folder / f"{name}.pt"
-    if expected is None or not path.is_file():
-        raise DatasetError(f"{path} is missing or not listed in {sums_path}; train it with "
-                           f"`python -m course_lib.autoencoders {name}`")
-    actual = sha256_of(path)
-    if actual != expected:
-        raise DatasetError(f"{path} is damaged: sha256 {actual[:16]}… is not the expected "
-                           f"{expected[:16]}…; restore it with `git checkout -- {path.name}` "
-                           "in its folder, or train it again")
-    return path
+    """The folder of the shipped autoencoders (``<name>.pt``, ``logs/<name>.csv``), verified
+    and fetched on first use (see :mod:`course_lib.weights`)."""
+    return weights.folder("autoencoders")
 
 
 def load_pretrained(name: str) -> Autoencoder:
@@ -518,7 +572,8 @@ def load_pretrained(name: str) -> Autoencoder:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(PRETRAINED)}")
     model = PRETRAINED[name]()
     # Weights are shipped in float16 to halve their size; computation stays in float32.
-    state = torch.load(_weights_file(name), map_location="cpu", weights_only=True)
+    state = torch.load(weights.path(f"autoencoders/{name}.pt"), map_location="cpu",
+                       weights_only=True)
     model.load_state_dict({key: value.float() for key, value in state.items()})
     return model.eval()
 
@@ -536,14 +591,10 @@ def pretrained_latents(name: str = "strided_f8_c8", kodak_index: int = 23,
     return load_pretrained(name).latents(to_tensor(load_kodak(kodak_index)), bits)
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike) -> str:
-    """Write ``model``'s weights in float16 and return their sha256."""
-    from .datasets import sha256_of
-
-    path = Path(path)
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write ``model``'s weights in float16."""
     state = {key: value.detach().cpu().half() for key, value in model.state_dict().items()}
-    torch.save(state, path)
-    return sha256_of(path)
+    torch.save(state, Path(path))
 
 
 def main(argv=None) -> None:
@@ -551,7 +602,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m course_lib.autoencoders",
         description="Train the course's autoencoders and write weights/autoencoders/<name>.pt "
-                    "(float16), logs/<name>.csv and SHA256SUMS. COURSE_DATA_MIRROR is honoured.")
+                    "(float16) and logs/<name>.csv, and record their sha256 (see "
+                    "course_lib.weights). COURSE_DATA_MIRROR is honoured.")
     parser.add_argument("names", nargs="*", default=sorted(PRETRAINED),
                         help=f"models to train (default: all of {sorted(PRETRAINED)})")
     parser.add_argument("--steps", type=int, default=TRAINING_STEPS)
@@ -561,8 +613,6 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
-    sums_path = args.out / "SHA256SUMS"
-    sums = _read_sums(sums_path) if sums_path.is_file() else {}
     for name in args.names:
         torch.manual_seed(0)
         model = PRETRAINED[name]()
@@ -570,12 +620,12 @@ def main(argv=None) -> None:
                                    log_every=50, progress=False,
                                    checkpoint_path=args.out / "logs" / f"{name}.ckpt",
                                    checkpoint_every=500)
-        sums[f"{name}.pt"] = save_weights(model, args.out / f"{name}.pt")
+        save_weights(model, args.out / f"{name}.pt")
         (args.out / "logs" / f"{name}.ckpt").unlink()
         psnr = kodak_psnr(model.eval()).mean()
         print(f"{name}: {parameter_count(model)} parameters, {result.seconds:.0f} s, "
               f"Kodak PSNR {psnr:.2f} dB")
-        sums_path.write_text("".join(f"{sums[key]}  {key}\n" for key in sorted(sums)))
+        weights.record([args.out / f"{name}.pt", args.out / "logs" / f"{name}.csv"])
 
 
 if __name__ == "__main__":

@@ -60,15 +60,21 @@ def manifest(dataset: str) -> tuple[Entry, ...]:
     """The files of ``dataset`` with their checksums and upstream URLs."""
     if dataset not in DATASETS:
         raise DatasetError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
-    entries = []
-    for line in (_MANIFESTS / f"{dataset}.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            entries.append(Entry(*line.split()))
-    return tuple(entries)
+    return tuple(Entry(*fields) for fields in read_manifest(_MANIFESTS / f"{dataset}.txt"))
+
+
+def read_manifest(path: Path) -> list[list[str]]:
+    """The fields of each line of a manifest file; blank lines and ``#`` comments are skipped.
+
+    Dataset manifests have ``sha256 name url`` per line, the weights manifest is ``sha256sum``
+    output (:mod:`course_lib.weights`)."""
+    return [line.split() for line in Path(path).read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
 
 
 def data_dir() -> Path:
-    """Where verified dataset files are cached (see the module docstring)."""
+    """Where verified dataset files are cached (see the module docstring); an installed
+    course_lib keeps the weights it downloads in its ``weights/`` (:mod:`course_lib.weights`)."""
     if os.environ.get(DATA_DIR_VARIABLE):
         return Path(os.environ[DATA_DIR_VARIABLE]).expanduser()
     repo_data = Path(__file__).resolve().parent.parent / "data"
@@ -107,7 +113,7 @@ def fetch(dataset: str, name: str) -> Path:
     if mirror:
         _copy_from_mirror(Path(mirror).expanduser(), dataset, entry, target)
     else:
-        _download(entry, target)
+        download(entry.url, entry.sha256, target, DatasetError, _OFFLINE_ADVICE)
     _verified.add(target)
     return target
 
@@ -132,10 +138,18 @@ def _copy_from_mirror(mirror: Path, dataset: str, entry: Entry, target: Path) ->
     os.replace(partial, target)
 
 
-def _download(entry: Entry, target: Path) -> None:
+_OFFLINE_ADVICE = (f"Without internet access, set {MIRROR_VARIABLE} to a folder that mirrors "
+                   f"the datasets (e.g. {MIRROR_VARIABLE}=../shared/datasets)")
+
+
+def download(url: str, sha256: str, target: Path, error: type[Exception],
+             offline_advice: str) -> None:
+    """Download ``url`` to ``target`` through ``<target>.part``, renamed only once its sha256
+    matches; a ``.part`` left by an interrupted run is resumed with an HTTP range request.
+    Failures raise ``error`` whose message ends with ``offline_advice`` when unreachable."""
     partial = target.with_name(target.name + ".part")
     offset = partial.stat().st_size if partial.is_file() else 0
-    request = urllib.request.Request(entry.url, headers={"User-Agent": "course_lib"})
+    request = urllib.request.Request(url, headers={"User-Agent": "course_lib"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
@@ -144,18 +158,13 @@ def _download(entry: Entry, target: Path) -> None:
             with open(partial, "ab" if resumed else "wb") as out:
                 shutil.copyfileobj(response, out, 1 << 20)
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-        raise DatasetError(
-            f"Could not download {entry.url} ({err}). Without internet access, set "
-            f"{MIRROR_VARIABLE} to a folder that mirrors the datasets (e.g. "
-            f"{MIRROR_VARIABLE}=../shared/datasets); a partial download is kept and resumed."
-        ) from None
+        raise error(f"Could not download {url} ({err}). {offline_advice}; a partial download "
+                    "is kept and resumed.") from None
     actual = sha256_of(partial)
-    if actual != entry.sha256:
+    if actual != sha256:
         partial.unlink()
-        raise DatasetError(
-            f"Downloaded {entry.url} but its sha256 {actual[:16]}… does not match the expected "
-            f"{entry.sha256[:16]}…; the damaged file was removed. Run again to retry."
-        )
+        raise error(f"Downloaded {url} but its sha256 {actual[:16]}… does not match the "
+                    f"expected {sha256[:16]}…; the damaged file was removed. Run again to retry.")
     os.replace(partial, target)
 
 

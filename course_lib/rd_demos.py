@@ -7,17 +7,17 @@ a factorized prior coded with the readable rANS coder, and the measurements the 
   ``loss = bpp + λ·255²·MSE``, the entropy model's quantiles on an optimiser of their own;
 * :func:`encode_readable` / :func:`decode_readable` code the latents with the readable rANS
   of :mod:`course_lib.entropy.rans` and the model's own integer CDF tables, in one stream the
-  size of the fast path's (:mod:`course_lib.entropy.fast`);
+  size of the fast path's (:mod:`course_lib.entropy.fast`); a stream that cannot be decoded
+  raises :class:`~course_lib.entropy.DecodeError`, its header checked against its length first;
 * :func:`measure` codes an image to a real file and reports bytes, PSNR and the rate the
   entropy model predicts, with noise and with rounding;
 * :func:`load_pretrained` loads the weights shipped in ``weights/notebook06`` (made by
-  ``weights/notebook06/train.py``) after checking their sha256.
+  ``weights/notebook06/train.py``) after checking their sha256 (:mod:`course_lib.weights`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +27,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import datasets, metrics
+from . import datasets, metrics, weights
 from .codecs import learned
 from .entropy import rans
 from .entropy.cdf import (
     BYPASS_BITS,
+    MAX_BYPASS_GROUPS,
     CdfTable,
     bypass_groups,
+    check_stream_length,
     join_bypass_groups,
     quantize_pmf,
 )
@@ -120,18 +122,14 @@ def train_rd(model: FactorizedPrior, steps: int, lmbda: float = LAMBDA, *,
 
 
 # -- shipped weights -----------------------------------------------------------------------
-WEIGHTS_VARIABLE = "COURSE_NOTEBOOK06_WEIGHTS"
-
-
 def weights_dir() -> Path:
-    """``$COURSE_NOTEBOOK06_WEIGHTS`` if set, else ``weights/notebook06`` of the repository."""
-    if os.environ.get(WEIGHTS_VARIABLE):
-        return Path(os.environ[WEIGHTS_VARIABLE]).expanduser()
-    return Path(__file__).resolve().parent.parent / "weights" / "notebook06"
+    """The folder of notebook 06's shipped models (``<name>.pt``, ``logs/<name>.csv``),
+    verified and fetched on first use (see :mod:`course_lib.weights`)."""
+    return weights.folder("notebook06")
 
 
-def load_pretrained(name: str, folder=None) -> FactorizedPrior:
-    """A model of ``weights/notebook06`` in evaluation mode, checked against ``SHA256SUMS``.
+def load_pretrained(name: str) -> FactorizedPrior:
+    """A model of ``weights/notebook06`` in evaluation mode, its sha256 checked first.
 
     The files are written by :func:`course_lib.codecs.learned.save_weights` (float16
     parameters, CDF tables built from them); the model is rebuilt from the file's ``config``
@@ -139,22 +137,12 @@ def load_pretrained(name: str, folder=None) -> FactorizedPrior:
 
     Its ``config`` attribute says how it was trained (activation, λ, quantisation, steps).
     """
-    folder = Path(folder) if folder is not None else weights_dir()
-    sums_path = folder / "SHA256SUMS"
-    if not sums_path.is_file():
-        raise learned.WeightsError(
-            f"no SHA256SUMS in {folder}: the weights live in the course repository's "
-            f"weights/notebook06 folder; clone it, or set {WEIGHTS_VARIABLE} to that folder")
-    pairs = (line.split() for line in sums_path.read_text().splitlines() if line.strip())
-    sums = {filename: digest for digest, filename in pairs}
-    if f"{name}.pt" not in sums:
-        raise ValueError(f"no model {name!r} in {folder}; shipped: "
-                         f"{sorted(key[:-3] for key in sums)}")
-    data = (folder / f"{name}.pt").read_bytes()
-    if hashlib.sha256(data).hexdigest() != sums[f"{name}.pt"]:
-        raise learned.WeightsError(f"{name}.pt does not match its sha256 in SHA256SUMS: "
-                                   f"restore it with `git checkout -- {folder / name}.pt`")
-    saved = torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=True)
+    shipped = sorted(Path(name).stem for name in weights.checksums()
+                     if name.startswith("notebook06/") and name.endswith(".pt"))
+    if name not in shipped:
+        raise ValueError(f"no model {name!r} in weights/notebook06; shipped: {shipped}")
+    saved = torch.load(weights.path(f"notebook06/{name}.pt"), map_location="cpu",
+                       weights_only=True)
     config = saved["config"]
     model = factorized_prior(config["n"], config["m"], config["activation"])
     model.load_state_dict(saved["state_dict"])
@@ -210,9 +198,9 @@ def measure(model: FactorizedPrior, image: np.ndarray, name: str = "notebook06")
     """Code uint8 ``image (H, W, 3)`` to a course codec file and back, and measure it."""
     model.eval()
     # The container names the weights by a hash prefix; the parameters' hash serves here.
-    weights = hashlib.sha256(b"".join(parameter.detach().numpy().tobytes()
-                                      for parameter in model.parameters())).hexdigest()
-    loaded = learned.LoadedModel(name, model, weights, {})
+    digest = hashlib.sha256(b"".join(parameter.detach().numpy().tobytes()
+                                     for parameter in model.parameters())).hexdigest()
+    loaded = learned.LoadedModel(name, model, digest, {})
     data = learned.compress_image(image, 0, loaded)
     decoded = learned.decompress_image(data, loaded)
     x, x_hat = to_tensor(image), to_tensor(decoded)
@@ -299,11 +287,22 @@ def encode_readable(values, indexes, table: CdfTable) -> bytes:
 
 
 def decode_readable(data: bytes, indexes, table: CdfTable) -> np.ndarray:
-    """Inverse of :func:`encode_readable`: int64 values with the shape of ``indexes``."""
+    """Inverse of :func:`encode_readable`: int64 values with the shape of ``indexes``.
+
+    Raises :class:`DecodeError` for a stream it cannot decode, checking before it decodes that
+    the header's count of bypass symbols is possible (at most 16 per value: a group count and
+    15 groups) and that the stream is long enough for all the symbols (each bypass symbol
+    costs 4 bits, each value at least its table's :meth:`~CdfTable.minimum_bits`).
+    """
     if len(data) < _COUNT.size:
         raise DecodeError("readable stream too short for its header")
     flat_indexes = table.check_indexes(indexes).reshape(-1)
     (extra,) = _COUNT.unpack_from(data)
+    if extra > (1 + MAX_BYPASS_GROUPS) * flat_indexes.size:
+        raise DecodeError(f"readable stream: its header announces {extra} bypass symbols, more "
+                          f"than {flat_indexes.size} values can have")
+    check_stream_length(len(data) - _COUNT.size,
+                        table.minimum_bits()[flat_indexes].sum() + BYPASS_BITS * extra)
     message = rans.rans_decode(data[_COUNT.size:], flat_indexes.size + extra,
                                TableWalk(table, flat_indexes))
     symbols = message[: flat_indexes.size]

@@ -4,7 +4,6 @@ files, the shipped weights and the latents notebook 04 reads."""
 import hashlib
 import io
 import math
-import shutil
 import zlib
 
 import numpy as np
@@ -16,7 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from course_lib import autoencoders as ae
-from course_lib.datasets import DatasetError
+from course_lib import weights
+from course_lib.weights import WeightsError
 
 FAST_SETTINGS = settings(max_examples=15, deadline=None)
 
@@ -228,19 +228,16 @@ def test_shipped_weights_load_into_the_current_architecture(name):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_damaged_or_missing_weights_are_refused(tmp_path, monkeypatch):
-    shutil.copy(ae.weights_dir() / "SHA256SUMS", tmp_path / "SHA256SUMS")
-    data = bytearray((ae.weights_dir() / "conv_pool.pt").read_bytes())
-    data[-20] ^= 1
-    (tmp_path / "conv_pool.pt").write_bytes(bytes(data))
-    monkeypatch.setenv(ae.WEIGHTS_VARIABLE, str(tmp_path))
-    with pytest.raises(DatasetError, match="damaged"):
+def test_weights_come_through_the_one_loader_and_damage_is_refused(ship_weights):
+    good = (weights.CHECKOUT / "autoencoders" / "conv_pool.pt").read_bytes()
+    shipped = ship_weights("autoencoders/conv_pool.pt", good)
+    assert not ae.load_pretrained("conv_pool").training
+    assert ae.weights_dir() == shipped.parent
+    shipped.write_bytes(good[:-20] + bytes([good[-20] ^ 1]) + good[-19:])
+    with pytest.raises(WeightsError, match="damaged"):
         ae.load_pretrained("conv_pool")
-    with pytest.raises(DatasetError, match="missing"):
-        ae.load_pretrained("dense")
-    monkeypatch.setenv(ae.WEIGHTS_VARIABLE, str(tmp_path / "nowhere"))
-    with pytest.raises(DatasetError, match="No shipped weights"):
-        ae.load_pretrained("dense")
+    with pytest.raises(WeightsError, match="not a shipped file"):
+        ae.load_pretrained("dense")  # not in this test's manifest
 
 
 def test_pretrained_latents_for_notebook_04_are_reproducible():

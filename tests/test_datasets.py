@@ -1,8 +1,6 @@
 import hashlib
-import http.server
 import shutil
 import socket
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -69,39 +67,8 @@ def test_damaged_cached_copy_is_fetched_again(fake_mirror, data_dir):
     assert datasets.sha256_of(datasets.kodak_path(1)) == datasets.manifest("kodak")[0].sha256
 
 
-class _RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves files from ``self.server.files`` with HTTP range support."""
-
-    def do_GET(self):  # noqa: N802 (http.server API)
-        body = self.server.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        start = 0
-        if "Range" in self.headers:
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
-            self.server.range_requests.append(start)
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        self.wfile.write(body[start:])
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(monkeypatch):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
-    httpd.files, httpd.range_requests = {}, []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.delenv(datasets.MIRROR_VARIABLE, raising=False)
-    yield httpd
-    httpd.shutdown()
-
-
 def _serve(server, monkeypatch, payload: bytes, checksum: str | None = None):
+    monkeypatch.delenv(datasets.MIRROR_VARIABLE, raising=False)
     server.files["/img.png"] = payload
     url = f"http://127.0.0.1:{server.server_address[1]}/img.png"
     entry = Entry(checksum or hashlib.sha256(payload).hexdigest(), "img.png", url)

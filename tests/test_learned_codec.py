@@ -40,15 +40,15 @@ def tiny(tmp_path_factory):
         optimizer.zero_grad()
         (losses["loss"] + model.aux_loss()).backward()
         optimizer.step()
-    folder = tmp_path_factory.mktemp("weights")
-    digest = learned.save_weights(model, CONFIG, folder / "mean-scale-vr.pt")
-    (folder / "SHA256SUMS").write_text(f"{digest}  mean-scale-vr.pt\n")
-    return folder
+    path = tmp_path_factory.mktemp("weights") / "mean-scale-vr.pt"
+    learned.save_weights(model, CONFIG, path)
+    return path
 
 
 @pytest.fixture
-def shipped(tiny, monkeypatch):
-    monkeypatch.setattr(learned, "WEIGHTS_DIR", tiny)
+def shipped(tiny, ship_weights, monkeypatch):
+    """The tiny model in place of the shipped one, loaded as that is."""
+    ship_weights("codec/mean-scale-vr.pt", tiny.read_bytes())
     monkeypatch.setattr(learned, "_loaded", {})
     return learned.load_shipped()
 
@@ -124,7 +124,7 @@ def test_decoding_is_bit_exact_across_threads_and_reload(shipped, tmp_path):
         encoder_symbols = shipped.model.latents(x, 1.25)["y"].numpy()
     finally:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    weights = learned.WEIGHTS_DIR / "mean-scale-vr.pt"
+    weights = learned.weights_dir() / "mean-scale-vr.pt"
     decoded = np.load(_decode_symbols_in_subprocess(data, weights, 2, tmp_path))
     np.testing.assert_array_equal(decoded, encoder_symbols)
     first = learned.decompress_image(data)
@@ -207,7 +207,7 @@ def test_files_from_other_weights_are_refused(shipped, tmp_path):
 
 def test_damaged_weights_file_is_refused(shipped, tmp_path):
     damaged = tmp_path / "w.pt"
-    damaged.write_bytes((learned.WEIGHTS_DIR / "mean-scale-vr.pt").read_bytes()[:-10])
+    damaged.write_bytes((learned.weights_dir() / "mean-scale-vr.pt").read_bytes()[:-10])
     with pytest.raises(learned.WeightsError, match="damaged"):
         learned.load_weights(damaged, shipped.sha256)
 
@@ -270,7 +270,7 @@ def test_channel_costs_add_up_to_the_model_rate(shipped):
 
 
 def test_saved_weights_are_half_size_and_keep_their_tables(shipped, tmp_path):
-    saved = torch.load(learned.WEIGHTS_DIR / "mean-scale-vr.pt", weights_only=True)
+    saved = torch.load(learned.weights_dir() / "mean-scale-vr.pt", weights_only=True)
     floats = [v for v in saved["state_dict"].values() if isinstance(v, torch.Tensor)
               and v.is_floating_point()]
     assert {v.dtype for v in floats} <= {torch.float16, torch.float64}

@@ -158,13 +158,14 @@ def test_relu_variant_swaps_only_the_nonlinearity():
         rd_demos.factorized_prior(8, 12, "tanh")
 
 
-def test_saved_weights_load_with_current_tables_and_checksums(tiny_model, tmp_path):
+def test_saved_weights_load_with_current_tables_and_checksums(tiny_model, tmp_path,
+                                                              ship_weights):
     config = {"n": 8, "m": 12, "activation": "gdn", "decoder_quantization": "ste"}
     model = rd_demos.factorized_prior(8, 12)
     model.load_state_dict(tiny_model.state_dict())
-    digest = learned.save_weights(model, config, tmp_path / "tiny.pt")
-    (tmp_path / "SHA256SUMS").write_text(f"{digest}  tiny.pt\n")
-    loaded = rd_demos.load_pretrained("tiny", tmp_path)
+    learned.save_weights(model, config, tmp_path / "tiny.pt")
+    shipped = ship_weights("notebook06/tiny.pt", (tmp_path / "tiny.pt").read_bytes())
+    loaded = rd_demos.load_pretrained("tiny")
     assert loaded.config == config and loaded.decoder_quantization == "ste"
     assert not loaded.training
     assert loaded.entropy_bottleneck.tables_are_current()  # no rebuild: tables as saved
@@ -176,15 +177,14 @@ def test_saved_weights_load_with_current_tables_and_checksums(tiny_model, tmp_pa
         y = loaded.g_a(x)
     assert loaded.entropy_bottleneck.decompress(loaded.entropy_bottleneck.compress(y),
                                                 y.shape).shape == y.shape
-    with pytest.raises(ValueError, match="no model"):
-        rd_demos.load_pretrained("other", tmp_path)
-    damaged = bytearray((tmp_path / "tiny.pt").read_bytes())
+    assert rd_demos.weights_dir() == shipped.parent
+    with pytest.raises(ValueError, match="no model 'other'.*shipped: \\['tiny'\\]"):
+        rd_demos.load_pretrained("other")
+    damaged = bytearray(shipped.read_bytes())
     damaged[-20] ^= 1
-    (tmp_path / "tiny.pt").write_bytes(bytes(damaged))
+    shipped.write_bytes(bytes(damaged))
     with pytest.raises(learned.WeightsError, match="sha256"):
-        rd_demos.load_pretrained("tiny", tmp_path)
-    with pytest.raises(learned.WeightsError, match="SHA256SUMS"):
-        rd_demos.load_pretrained("tiny", tmp_path / "nowhere")
+        rd_demos.load_pretrained("tiny")
 
 
 def test_train_rd_runs_the_recipe_and_checks_its_arguments():

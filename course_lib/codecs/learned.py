@@ -20,9 +20,20 @@ File layout (all integers big-endian)::
 ``compress_image(image, quality) -> bytes`` and ``decompress_image(bytes) -> image`` take and
 give uint8 RGB arrays of any size. Format versions: 1 coded each latent with the next wider
 Gaussian of the scale table; 2 (current) with the nearest one in log, about 4 % smaller at
-low rates. The two are not interchangeable, so a decoder refuses the other version. Every
-problem with a file (wrong magic, other weights, truncation, corruption) raises
-:class:`CodecFileError` with what to do.
+low rates. The two are not interchangeable, so a decoder refuses the other version.
+
+A decoder checks a file before it computes anything from it, in this order: the length
+(header and checksum at least), the magic, the version, the CRC-32, then the body: at least
+one stream, room for the S length fields, the streams filling the file exactly, an image of
+1..:data:`~course_lib.images.MAX_PIXELS` pixels (``max_pixels=`` or ``$COURSE_MAX_PIXELS``
+raise it), a known model and its weights, padding below the model's stride, a rate in the
+model's range. Work is then bounded by the file's size: a stream too short for the latents
+the header implies is refused before they are decoded, since every latent costs at least the
+bits of its table's likeliest value (:meth:`~course_lib.entropy.CdfTable.minimum_bits`; for
+the shipped model, 36.6 bits per 64 x 64 block of the image for ``z`` alone, so a file of B
+bytes decodes at most about 900 B pixels). Every problem with a file (wrong magic, other
+weights, truncation, corruption, an image too large) raises :class:`CodecFileError` with what
+to do.
 """
 
 from __future__ import annotations
@@ -37,15 +48,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import weights
 from ..entropy.errors import DecodeError
-from ..images import ImageError, crop, pad_to_multiple, to_tensor, to_uint8
+from ..images import ImageError, check_pixel_count, crop, pad_to_multiple, to_tensor, to_uint8
 from ..models import MODELS, CompressionModel
+from ..weights import WeightsError
 
 MAGIC = b"LICC"
 VERSION = 2
 _HEADER = struct.Struct(">4sBB8sHHBBHB")
 _CRC = struct.Struct(">I")
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent.parent / "weights" / "codec"
 
 # Model ids are part of the file format: append, never reorder.
 SHIPPED_MODELS = ("mean-scale-vr",)
@@ -53,10 +65,6 @@ SHIPPED_MODELS = ("mean-scale-vr",)
 
 class CodecFileError(ValueError):
     """A file that this codec cannot decode; the message says why and what to do."""
-
-
-class WeightsError(RuntimeError):
-    """Shipped weights missing or damaged; the message says what to do."""
 
 
 @dataclass
@@ -122,28 +130,22 @@ def load_weights(path: str | Path, expected_sha256: str | None = None) -> Loaded
     return LoadedModel(path.stem, model, digest, saved["config"])
 
 
-def shipped_manifest() -> dict[str, str]:
-    """``{file name: sha256}`` from ``weights/codec/SHA256SUMS``."""
-    manifest = WEIGHTS_DIR / "SHA256SUMS"
-    if not manifest.is_file():
-        raise WeightsError(f"{manifest} is missing: the shipped weights are not installed")
-    pairs = (line.split() for line in manifest.read_text().splitlines() if line.strip())
-    return {name: digest for digest, name in pairs}
+def weights_dir() -> Path:
+    """The folder of the shipped codec (``mean-scale-vr.pt``, ``training/log.csv``), verified
+    and fetched on first use (see :mod:`course_lib.weights`)."""
+    return weights.folder("codec")
 
 
 _loaded: dict[str, LoadedModel] = {}
 
 
 def load_shipped(name: str = SHIPPED_MODELS[0]) -> LoadedModel:
-    """The shipped model ``name`` (cached), checksum-verified against the manifest."""
+    """The shipped model ``name`` (cached), its sha256 checked first (see
+    :mod:`course_lib.weights`)."""
     if name not in SHIPPED_MODELS:
         raise WeightsError(f"unknown model {name!r}; shipped: {SHIPPED_MODELS}")
     if name not in _loaded:
-        filename = f"{name}.pt"
-        manifest = shipped_manifest()
-        if filename not in manifest:
-            raise WeightsError(f"{filename} is not listed in {WEIGHTS_DIR}/SHA256SUMS")
-        _loaded[name] = load_weights(WEIGHTS_DIR / filename, manifest[filename])
+        _loaded[name] = load_weights(weights.path(f"codec/{name}.pt"))
     return _loaded[name]
 
 
@@ -191,8 +193,9 @@ class FileInfo:
     streams: list[bytes]
 
 
-def parse(data: bytes) -> FileInfo:
-    """Check and split a file into its fields (no decoding yet)."""
+def parse(data: bytes, max_pixels: int | None = None) -> FileInfo:
+    """Check and split a file into its fields (no decoding yet): the checks of the module
+    docstring up to the image size. Raises :class:`CodecFileError`."""
     data = bytes(data)
     if len(data) < _HEADER.size + _CRC.size:
         raise CodecFileError(f"file too short ({len(data)} bytes) to be a course codec file")
@@ -213,8 +216,11 @@ def parse(data: bytes) -> FileInfo:
         raise CodecFileError("the file is corrupted or truncated (checksum mismatch); "
                              "re-encode or re-download it")
     lengths_end = _HEADER.size + 4 * count
-    lengths = struct.unpack_from(f">{count}I", data, _HEADER.size) if count else ()
-    if lengths_end + sum(lengths) + _CRC.size != len(data) or count == 0:
+    if count == 0 or lengths_end + _CRC.size > len(data):
+        raise CodecFileError(f"the file declares {count} streams, but its {len(data)} bytes "
+                             "have no room for their lengths: corrupted file")
+    lengths = struct.unpack_from(f">{count}I", data, _HEADER.size)
+    if lengths_end + sum(lengths) + _CRC.size != len(data):
         raise CodecFileError("the file's stream lengths do not add up: corrupted file")
     streams, position = [], lengths_end
     for length in lengths:
@@ -222,12 +228,18 @@ def parse(data: bytes) -> FileInfo:
         position += length
     if height == 0 or width == 0:
         raise CodecFileError("the file declares an empty image: corrupted file")
+    check_pixel_count(height, width, max_pixels, CodecFileError, "the file's image")
     return FileInfo(model_id, prefix.hex(), height, width, pad_h, pad_w, quality / 1000, streams)
 
 
-def decompress_image(data: bytes, loaded: LoadedModel | None = None) -> np.ndarray:
-    """Bytes of a file from :func:`compress_image` -> uint8 RGB ``(H, W, 3)``."""
-    info = parse(data)
+def decompress_image(data: bytes, loaded: LoadedModel | None = None, *,
+                     max_pixels: int | None = None) -> np.ndarray:
+    """Bytes of a file from :func:`compress_image` -> uint8 RGB ``(H, W, 3)``.
+
+    Raises :class:`CodecFileError` for any file it cannot decode (see the module docstring);
+    ``max_pixels`` overrides the pixel limit (:func:`course_lib.images.check_pixel_count`).
+    """
+    info = parse(data, max_pixels)
     if loaded is None:
         if info.model_id >= len(SHIPPED_MODELS):
             raise CodecFileError(f"file made with unknown model id {info.model_id}; pass the "

@@ -31,4 +31,4 @@ with open(old, "w", newline="") as f:
     writer.writerows(rows)
 PY
 fi
-(cd weights/codec && sha256sum mean-scale-vr.pt > SHA256SUMS)
+python -m course_lib.weights record weights/codec/mean-scale-vr.pt weights/codec/training/log.csv

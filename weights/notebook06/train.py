@@ -11,9 +11,10 @@ number of steps on 64 x 64 patches of the course training set. They differ in on
 * ``ste``:   GDN, the decoder sees rounded ``y`` with a straight-through gradient;
 * ``relu``:  as ``ste`` with ReLU in place of GDN / IGDN.
 
-Outputs in ``--out``: ``<name>.pt`` (float16 parameters and the integer CDF tables),
-``logs/<name>.csv`` (the trainer's log), ``SHA256SUMS``. The run's console output is kept as
-``train.log``
+Outputs in ``--out``: ``<name>.pt`` (float16 parameters and the integer CDF tables) and
+``logs/<name>.csv`` (the trainer's log); when ``--out`` is this folder, their sha256 go to
+``course_lib/manifests/weights.txt`` (:func:`course_lib.weights.record`). The run's console
+output is kept as ``train.log``
 (``python weights/notebook06/train.py > weights/notebook06/train.log``).
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib import rd_demos
+from course_lib import rd_demos, weights
 from course_lib.codecs import learned
 
 MODELS = {"noise": ("gdn", "noise"), "ste": ("gdn", "ste"), "relu": ("relu", "ste")}
@@ -46,11 +47,6 @@ def main(argv=None) -> None:
         parser.error(f"unknown model(s) {sorted(unknown)}; choose from {list(MODELS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    sums_path = args.out / "SHA256SUMS"
-    sums = {}
-    if sums_path.is_file():
-        pairs = (line.split() for line in sums_path.read_text().splitlines() if line.strip())
-        sums = {filename: digest for digest, filename in pairs}
     for name in args.names or list(MODELS):
         activation, quantization = MODELS[name]
         torch.manual_seed(0)
@@ -66,9 +62,8 @@ def main(argv=None) -> None:
         config = {"n": rd_demos.SMALL_N, "m": rd_demos.SMALL_M, "activation": activation,
                   "decoder_quantization": quantization, "lmbda": rd_demos.LAMBDA,
                   "steps": result.step, "patch_size": 64, "batch_size": 8, "seed": 0}
-        sums[f"{name}.pt"] = learned.save_weights(model, config, args.out / f"{name}.pt")
-        sums_path.write_text("".join(f"{digest}  {filename}\n"
-                                     for filename, digest in sorted(sums.items())))
+        learned.save_weights(model, config, args.out / f"{name}.pt")
+        weights.record([args.out / f"{name}.pt", args.out / "logs" / f"{name}.csv"])
 
 
 if __name__ == "__main__":
