@@ -1,18 +1,26 @@
-"""Benchmark the shipped learned codec on Kodak against Pillow JPEG, in one run.
+"""Benchmark the shipped learned codec on Kodak against the anchor codecs, in one run.
 
-    python benchmarks/learned_codec_kodak.py [--weights FILE] [--images N] [--out FILE]
+    python benchmarks/learned_codec_kodak.py [--weights FILE] [--images N]
+        [--codecs jpeg webp avif jxl [jpeg2000]] [--out FILE]
 
 For every rate setting of the model and every Kodak image: encode to a real file, measure its
 bytes (bpp), decode, PSNR on 8-bit RGB, MS-SSIM, and the rate the model estimates from its
-likelihoods. JPEG (4:2:0, optimize=True, qualities 5..95) is measured on the same images in the
-same run. Curves are averaged over the images per setting (CompressAI's convention); the
-BD-rate against JPEG uses pchip interpolation over the overlapping PSNR range. Times are
-wall-clock per image after one warm-up, medians over images, with the thread count printed.
+likelihoods; the encode and decode times are split by stage (each transform, and the entropy
+coding with the rest of the work). The anchor codecs, set up as BENCHMARK_CONVENTIONS.md asks
+(JPEG 4:2:0 with optimize=True, WebP method=6, AVIF speed=4, JPEG XL effort=7, each at
+qualities 5..95; JPEG 2000 only when --codecs names it), are measured on the same images in
+the same run. Curves are averaged over the images per setting (CompressAI's convention);
+BD-rates of every codec against every other use pchip over the overlapping PSNR range. Times
+are wall-clock per image after one warm-up, medians over images, with the threads stated.
+The report for the repository: --out benchmarks/results/learned_codec_kodak.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -21,21 +29,55 @@ import numpy as np
 import torch
 
 from course_lib import bench, datasets, metrics
-from course_lib.codecs import learned
+from course_lib.codecs import classical, learned
 from course_lib.images import pad_to_multiple, to_tensor
 from course_lib.models import rate_bits
 
+ANCHORS = ("jpeg", "webp", "avif", "jxl", "jpeg2000")
+DEFAULT_ANCHORS = ("jpeg", "webp", "avif", "jxl")
+TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")  # the model's modules, timed where it has them
 
-def measure(loaded, images, quality):
+
+@contextlib.contextmanager
+def stage_clock(model, names):
+    """Seconds spent inside each named submodule of ``model`` while the block runs."""
+    spent, started = dict.fromkeys(names, 0.0), {}
+
+    def hooks(name):
+        def start(*_):
+            started[name] = time.perf_counter()
+
+        def stop(*_):
+            spent[name] += time.perf_counter() - started[name]
+
+        return start, stop
+
+    handles = []
+    for name in names:
+        module, (start, stop) = getattr(model, name), hooks(name)
+        handles += [module.register_forward_pre_hook(start), module.register_forward_hook(stop)]
+    try:
+        yield spent
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def measure(loaded, images, quality, stages):
+    """Means (rates, quality) and medians (times, keys ending in ``_s``) over the images."""
     rows = []
     model = loaded.model
     for image in images:
-        start = time.perf_counter()
-        data = learned.compress_image(image, quality, loaded)
-        encode_s = time.perf_counter() - start
-        start = time.perf_counter()
-        decoded = learned.decompress_image(data, loaded)
-        decode_s = time.perf_counter() - start
+        with stage_clock(model, stages) as encode_stages:
+            data, encode_s = timed(learned.compress_image, image, quality, loaded)
+        with stage_clock(model, stages) as decode_stages:
+            decoded, decode_s = timed(learned.decompress_image, data, loaded)
         height, width = image.shape[:2]
         x = to_tensor(image)
         padded, _ = pad_to_multiple(x, model.multiple)
@@ -43,51 +85,118 @@ def measure(loaded, images, quality):
             rate = quality if getattr(model, "num_rates", 1) > 1 else None
             estimate = rate_bits(model(padded, rate)["likelihoods"]).item() / (height * width)
         y = to_tensor(decoded)
-        rows.append({"bpp": metrics.bpp(len(data), height, width), "estimate": estimate,
-                     "psnr": metrics.psnr(x, y).item(), "ms_ssim": metrics.ms_ssim(x, y).item(),
-                     "encode_s": encode_s, "decode_s": decode_s})
+        row = {"bpp": metrics.bpp(len(data), height, width), "estimate": estimate,
+               "psnr": metrics.psnr(x, y).item(), "ms_ssim": metrics.ms_ssim(x, y).item(),
+               "encode_s": encode_s, "decode_s": decode_s}
+        for phase, total, spent in (("encode", encode_s, encode_stages),
+                                    ("decode", decode_s, decode_stages)):
+            row.update({f"{phase}_{name}_s": seconds for name, seconds in spent.items()})
+            row[f"{phase}_coding_s"] = total - sum(spent.values())
+        rows.append(row)
     return {key: (np.median if key.endswith("_s") else np.mean)([r[key] for r in rows])
             for key in rows[0]}
+
+
+def learned_tables(name, points, stages) -> list[str]:
+    lines = [f"learned codec ({name}), by rate setting",
+             f"{'setting':>7s} {'bpp':>6s} {'est.':>6s} {'gap%':>6s} {'PSNR':>6s} "
+             f"{'MS-SSIM':>7s} {'enc s':>6s} {'dec s':>6s}"]
+    for quality, r in enumerate(points):
+        gap = 100 * (r["bpp"] - r["estimate"]) / r["estimate"]
+        lines.append(f"{quality:7d} {r['bpp']:6.3f} {r['estimate']:6.3f} {gap:6.2f} "
+                     f"{r['psnr']:6.2f} {r['ms_ssim']:7.4f} {r['encode_s']:6.3f} "
+                     f"{r['decode_s']:6.3f}")
+    columns = (*stages, "coding")
+    lines += ["", "learned codec, time per image by stage in s, medians over images",
+              "(coding = entropy coding and the rest: total minus the transforms; - = not run)",
+              f"{'setting':>7s} {'phase':>6s} " + " ".join(f"{c:>6s}" for c in columns)
+              + f" {'total':>6s}"]
+    for quality, r in enumerate(points):
+        for phase in ("encode", "decode"):
+            cells = [r[f"{phase}_{c}_s"] for c in columns]
+            lines.append(f"{quality:7d} {phase:>6s} "
+                         + " ".join(f"{s:6.3f}" if s else f"{'-':>6s}" for s in cells)
+                         + f" {r[f'{phase}_s']:6.3f}")
+    return lines
+
+
+def anchor_table(codec, points) -> list[str]:
+    spec = classical.get_codec(codec)
+    lines = [f"{spec.label}, by {spec.setting_name}",
+             f"{'setting':>7s} {'bpp':>6s} {'PSNR':>6s} {'MS-SSIM':>7s} {'enc s':>6s} "
+             f"{'dec s':>6s}"]
+    lines += [f"{p.setting:7d} {p.bpp:6.3f} {p.psnr:6.2f} {p.ms_ssim:7.4f} {p.encode_s:6.3f} "
+              f"{p.decode_s:6.3f}" for p in points]
+    return lines
+
+
+def bd_rate_lines(curves) -> list[str]:
+    table = bench.bd_rate_matrix(curves)
+    names = list(curves)
+    lines = ["BD-rate in % of each row against each column: pchip over the overlapping PSNR",
+             "range; negative = fewer bits at equal PSNR; n/a = no common PSNR range",
+             f"{'':9s}" + "".join(f"{name:>9s}" for name in names)]
+    for test in names:
+        cells = ["-" if test == reference else "n/a" if math.isnan(table[test, reference])
+                 else f"{table[test, reference]:+.1f}" for reference in names]
+        lines.append(f"{test:9s}" + "".join(f"{cell:>9s}" for cell in cells))
+    gaps = []
+    for anchor in ("avif", "jxl"):
+        if anchor in curves:
+            label, value = classical.get_codec(anchor).label, table["learned", anchor]
+            gaps.append(f"no common PSNR range with {label}" if math.isnan(value) else
+                        f"{abs(value):.1f} % {'more' if value > 0 else 'fewer'} bits than {label}")
+    if gaps:
+        lines += ["", f"The learned codec at equal PSNR (BD-rate): {'; '.join(gaps)}."]
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=None,
                         help="a weights file (default: the shipped model, checksum-verified)")
-    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--images", type=int, default=24, help="the first N Kodak images")
+    parser.add_argument("--codecs", nargs="+", choices=ANCHORS, default=list(DEFAULT_ANCHORS),
+                        help="anchor codecs (default: %(default)s; jpeg2000 on request)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
-    model_eval = learned.load_weights(args.weights) if args.weights else learned.load_shipped()
-    model_eval.model.eval()
+    if not 1 <= args.images <= 24:
+        parser.error(f"--images must be 1..24 (Kodak has 24 images), got {args.images}")
+    anchors = list(dict.fromkeys(args.codecs))
+    loaded = learned.load_weights(args.weights) if args.weights else learned.load_shipped()
+    loaded.model.eval()
+    stages = [name for name in TRANSFORMS if hasattr(loaded.model, name)]
     images = [datasets.load_kodak(i) for i in range(1, args.images + 1)]
-    learned.compress_image(images[0], 0, model_eval)  # warm-up
-    lines = [f"Kodak, {len(images)} images, mean per setting; {torch.get_num_threads()} torch "
-             f"threads on {platform.processor() or platform.machine()}, CPU",
-             f"weights: {model_eval.name} sha256 {model_eval.sha256[:16]}… "
-             f"config {model_eval.config}", ""]
-    header = f"{'codec':8s} {'setting':>7s} {'bpp':>6s} {'est.':>6s} {'gap%':>6s} " \
-             f"{'PSNR':>6s} {'MS-SSIM':>7s} {'enc s':>6s} {'dec s':>6s}"
-    lines.append(header)
+    started = time.perf_counter()
+    learned.decompress_image(learned.compress_image(images[0], 0, loaded), loaded)  # warm-up
     learned_points = []
-    for quality in range(getattr(model_eval.model, "num_rates", 1)):
-        r = measure(model_eval, images, quality)
-        learned_points.append(r)
-        gap = 100 * (r["bpp"] - r["estimate"]) / r["estimate"]
-        lines.append(f"{'learned':8s} {quality:7d} {r['bpp']:6.3f} {r['estimate']:6.3f} "
-                     f"{gap:6.2f} {r['psnr']:6.2f} {r['ms_ssim']:7.4f} {r['encode_s']:6.3f} "
-                     f"{r['decode_s']:6.3f}")
-        print(lines[-1], flush=True)
-    jpeg = bench.classical_rd_curve(images, "jpeg")
-    for p in jpeg:
-        lines.append(f"{'jpeg':8s} {p.setting:7d} {p.bpp:6.3f} {'':6s} {'':6s} {p.psnr:6.2f} "
-                     f"{p.ms_ssim:7.4f} {p.encode_s:6.3f} {p.decode_s:6.3f}")
-    try:
-        bd = bench.bd_rate([p.bpp for p in jpeg], [p.psnr for p in jpeg],
-                           [r["bpp"] for r in learned_points], [r["psnr"] for r in learned_points])
-        lines += ["", f"BD-rate of the learned codec against JPEG 4:2:0: {bd:+.1f} % "
-                  "(negative = fewer bits at equal PSNR)"]
-    except ValueError as error:
-        lines += ["", f"BD-rate undefined: {error}"]
+    for quality in range(getattr(loaded.model, "num_rates", 1)):
+        learned_points.append(measure(loaded, images, quality, stages))
+        print(f"learned codec, setting {quality}: {time.perf_counter() - started:.0f} s",
+              flush=True)
+    anchor_points = {}
+    for codec in anchors:
+        classical.evaluate(images[0], codec, classical.get_codec(codec).settings[0])  # warm-up
+        anchor_points[codec] = bench.classical_rd_curve(images, codec)
+        print(f"{codec}: {time.perf_counter() - started:.0f} s", flush=True)
+
+    cores = len(os.sched_getaffinity(0))
+    lines = [f"Kodak, {len(images)} images, mean per setting; CPU "
+             f"({platform.processor() or platform.machine()}, {cores} cores available)",
+             f"threads: learned codec {torch.get_num_threads()} (torch), JPEG, WebP and "
+             f"JPEG 2000 1, AVIF and JPEG XL {cores} (all cores)",
+             f"weights: {loaded.name} sha256 {loaded.sha256[:16]}… config {loaded.config}",
+             f"whole run: {time.perf_counter() - started:.0f} s", ""]
+    lines += learned_tables(loaded.name, learned_points, stages)
+    for codec, points in anchor_points.items():
+        lines += ["", *anchor_table(codec, points)]
+    if "jpeg2000" in anchor_points:
+        lines += ["", "Note: JPEG 2000 here is OpenJPEG through Pillow (irreversible wavelet, "
+                  "rate layers),", "which falls well short of published JPEG 2000 curves."]
+    curves = {"learned": ([r["bpp"] for r in learned_points], [r["psnr"] for r in learned_points])}
+    curves.update({codec: ([p.bpp for p in points], [p.psnr for p in points])
+                   for codec, points in anchor_points.items()})
+    lines += ["", *bd_rate_lines(curves)]
     report = "\n".join(lines)
     print(report)
     if args.out:

@@ -46,6 +46,10 @@ def classical_rd_curve(images, codec: str, settings=None) -> list[RDPoint]:
     return points
 
 
+class NoOverlapError(ValueError):
+    """Two rate–distortion curves share no PSNR range, so their BD-rate is undefined."""
+
+
 def bd_rate(reference_bpp, reference_psnr, test_bpp, test_psnr) -> float:
     """Average rate difference of ``test`` against ``reference`` at equal quality, in percent.
 
@@ -67,9 +71,29 @@ def bd_rate(reference_bpp, reference_psnr, test_bpp, test_psnr) -> float:
     low = max(curves[0][0][0], curves[1][0][0])
     high = min(curves[0][0][-1], curves[1][0][-1])
     if low >= high:
-        raise ValueError("the two curves do not overlap in PSNR; BD-rate is undefined")
+        raise NoOverlapError("the two curves do not overlap in PSNR; BD-rate is undefined")
     integrals = []
     for quality, log_rate in curves:
         antiderivative = PchipInterpolator(quality, log_rate).antiderivative()
         integrals.append((antiderivative(high) - antiderivative(low)) / (high - low))
     return float((np.exp(integrals[1] - integrals[0]) - 1) * 100)
+
+
+def bd_rate_matrix(curves: dict) -> dict[tuple[str, str], float]:
+    """:func:`bd_rate` of every curve against every other one.
+
+    ``curves`` maps a name to ``(bpp, psnr)`` sequences; the result maps ``(test, reference)``
+    to the BD-rate of ``test`` against ``reference`` in percent, NaN where the two curves do not
+    overlap in PSNR. Any other problem with a curve raises, as in :func:`bd_rate`.
+    """
+    table = {}
+    for test, (test_bpp, test_psnr) in curves.items():
+        for reference, (reference_bpp, reference_psnr) in curves.items():
+            if test == reference:
+                continue
+            try:
+                table[test, reference] = bd_rate(reference_bpp, reference_psnr,
+                                                  test_bpp, test_psnr)
+            except NoOverlapError:
+                table[test, reference] = float("nan")
+    return table

@@ -123,9 +123,12 @@ def load_image(source: str | os.PathLike | bytes, mode: str = "RGB", *,
                          f"{pixel_limit(max_pixels):,} pixels; if you trust the file, pass "
                          f"max_pixels= or set {PIXEL_LIMIT_VARIABLE}, and raise Pillow's own "
                          "limit, PIL.Image.MAX_IMAGE_PIXELS, too") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError) as err:
+        # pillow-jxl-plugin raises RuntimeError for a broken JPEG XL file, with advice for
+        # libjxl's developers in place of a reason.
+        reason = "broken JPEG XL data" if isinstance(err, RuntimeError) else err
         raise ImageError(
-            f"Could not decode {name!r} as an image ({err}). The file is damaged or not an "
+            f"Could not decode {name!r} as an image ({reason}). The file is damaged or not an "
             "image: re-download it or pick another file."
         ) from None
 

@@ -4,9 +4,12 @@
 arrays ``(H, W, 3)``; :func:`evaluate` measures one encode/decode (bytes, bpp, PSNR, MS-SSIM,
 times) and :func:`at_target_bpp` searches the setting that lands closest to a rate.
 
-The *setting* is the codec's own knob: the quality 1..100 for JPEG, WebP and AVIF; for
-JPEG 2000 (OpenJPEG, rate-controlled) the target compression ratio, e.g. 24 for 1 bpp;
+The *setting* is the codec's own knob: the quality 1..100 for JPEG, WebP, AVIF and JPEG XL;
+for JPEG 2000 (OpenJPEG, rate-controlled) the target compression ratio, e.g. 24 for 1 bpp;
 ignored by the lossless codecs.
+
+JPEG XL comes from the ``pillow-jxl-plugin`` package, which registers the format with Pillow
+when it is imported; it is imported on first use, so without it only the JPEG XL codecs fail.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Codec:
             return {"quality": int(setting), "method": 6}
         if self.name == "avif":
             return {"quality": int(setting), "speed": 4, "subsampling": "4:2:0"}
+        if self.name == "jxl":
+            return {"quality": int(setting), "effort": 7}
         if self.name == "jpeg2000":
             return {"irreversible": True, "quality_mode": "rates",
                     "quality_layers": [float(setting)]}
@@ -48,6 +53,8 @@ class Codec:
             return {"optimize": True}
         if self.name == "webp_lossless":
             return {"lossless": True, "quality": 100, "method": 6}
+        if self.name == "jxl_lossless":
+            return {"lossless": True, "effort": 7}
         raise AssertionError(self.name)
 
 
@@ -59,10 +66,12 @@ CODECS = {
         Codec("jpeg444", "JPEG 4:4:4", "JPEG", False, "quality", _QUALITIES),
         Codec("webp", "WebP", "WEBP", False, "quality", _QUALITIES),
         Codec("avif", "AVIF", "AVIF", False, "quality", _QUALITIES),
+        Codec("jxl", "JPEG XL", "JXL", False, "quality", _QUALITIES),
         Codec("jpeg2000", "JPEG 2000", "JPEG2000", False, "compression ratio",
               (240, 160, 120, 80, 60, 48, 32, 24, 16, 12, 8)),
         Codec("png", "PNG", "PNG", True, "none", (None,)),
         Codec("webp_lossless", "WebP lossless", "WEBP", True, "none", (None,)),
+        Codec("jxl_lossless", "JPEG XL lossless", "JXL", True, "none", (None,)),
     )
 }
 
@@ -71,6 +80,18 @@ def get_codec(name: str) -> Codec:
     if name not in CODECS:
         raise ValueError(f"unknown codec {name!r}; choose one of {sorted(CODECS)}")
     return CODECS[name]
+
+
+# The two ways a JPEG XL file starts: a bare codestream, or the ISO BMFF container's first box.
+_JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
+
+
+def _register_jpeg_xl() -> None:
+    try:
+        import pillow_jxl  # noqa: F401  (importing it registers the "JXL" format with Pillow)
+    except ImportError as error:
+        raise ImportError("JPEG XL needs the pillow-jxl-plugin package, which teaches Pillow "
+                          "the format: pip install pillow-jxl-plugin") from error
 
 
 def check_rgb_image(image) -> np.ndarray:
@@ -93,6 +114,8 @@ def encode(image: np.ndarray, codec: str, setting=None) -> bytes:
         raise ValueError(f"{spec.label} quality must be in 0..100, got {setting}")
     if spec.setting_name == "compression ratio" and not setting >= 1:
         raise ValueError(f"JPEG 2000 compression ratio must be >= 1, got {setting}")
+    if spec.format == "JXL":
+        _register_jpeg_xl()
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=spec.format, **spec.options(setting))
     return buffer.getvalue()
@@ -100,7 +123,10 @@ def encode(image: np.ndarray, codec: str, setting=None) -> bytes:
 
 def decode(data: bytes) -> np.ndarray:
     """Decode the bytes of any of these formats back to a uint8 RGB array."""
-    return load_image(bytes(data))
+    data = bytes(data)
+    if data.startswith(_JXL_SIGNATURES):
+        _register_jpeg_xl()
+    return load_image(data)
 
 
 @dataclass
