@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from .images import load_image
 
@@ -211,6 +210,10 @@ class PatchDataset(Dataset):
             raise DatasetError("PatchDataset got no image paths")
         self.patch_size = patch_size
         self.patches_per_image = patches_per_image
+        # imported here: torchvision adds ~0.17 GB and ~1.5 s to every process that imports
+        # course_lib.datasets, the codec's command line among them
+        from torchvision.transforms import v2
+
         if train:
             self.transform = v2.Compose(
                 [

@@ -288,9 +288,19 @@ class GaussianConditional(_TableHolder):
         return scale_indexes(scales.detach().cpu().double().numpy(),
                              self.scale_table.cpu().numpy())
 
-    def compress(self, y: torch.Tensor, scales: torch.Tensor, means=None) -> bytes:
+    @property
+    def index_dtype(self) -> np.dtype:
+        """The smallest integer type that holds every table index (one byte for 64 scales)."""
+        return np.min_scalar_type(len(self.scale_table) - 1)
+
+    @staticmethod
+    def symbols(y: torch.Tensor, means=None) -> torch.Tensor:
+        """The integers coded for ``y``: ``round(y - means)``, int64 (on y's device)."""
         offset = means if means is not None else 0.0
-        symbols = torch.round(y.detach() - offset).long().cpu().numpy()
+        return torch.round(y.detach() - offset).long()
+
+    def compress(self, y: torch.Tensor, scales: torch.Tensor, means=None) -> bytes:
+        symbols = self.symbols(y, means).cpu().numpy()
         return fast.encode_with_indexes(symbols, self.indexes(scales), self.table())
 
     def decompress(self, data: bytes, scales: torch.Tensor, means=None) -> torch.Tensor:

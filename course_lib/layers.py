@@ -1,4 +1,5 @@
-"""Layers of the learned codec: GDN / inverse GDN and the bounds they need.
+"""Layers of the learned codec: GDN / inverse GDN and the bounds they need, and a transposed
+convolution that sums in a fixed order.
 
 GDN (Ballé, Laparra & Simoncelli 2016) is the normalisation of the codec's analysis
 transform::
@@ -9,6 +10,21 @@ and inverse GDN (IGDN) multiplies by the same root in the synthesis transform. `
 stay positive and ``gamma`` non-negative while an optimiser moves them freely, so they are
 stored reparametrised (:class:`NonNegativeParametrizer`), as in TensorFlow Compression and
 CompressAI.
+
+The sums of these layers come out in the same order whatever the number of threads and the
+size of the input (on a given CPU), so that a file decodes to the same pixels with any thread
+count and a big image decoded tile by tile equals the image decoded whole (see
+:mod:`course_lib.codecs.learned`). The libraries under PyTorch do not promise that by
+themselves, so the layers choose their computations by measurement:
+
+* GDN's sum over channels is a matrix product ``(positions, channels) @ gamma^T``: the same
+  sums for any thread count from 16 positions up (a GDN in the codec sees at least 64). As a
+  1 x 1 ``F.conv2d`` it is computed by one backend with one thread and by another with more;
+* a transposed convolution is an ordinary convolution and a pixel shuffle
+  (:class:`SubpixelConvTranspose2d`): oneDNN's own transposed convolution sums in an order that
+  changes with the thread count; its ordinary convolution does not, at any input size, when
+  :func:`conv2d_fixed_order` hands it every input (``F.conv2d`` would send a small input with a
+  3 x 3 kernel to another backend).
 """
 
 from __future__ import annotations
@@ -58,6 +74,16 @@ class NonNegativeParametrizer(nn.Module):
         return lower_bound(stored, self.bound) ** 2 - self.pedestal
 
 
+def conv2d_fixed_order(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias)`` (no padding, stride 1), summed in the same order for any
+    input size and thread count at inference on the CPU in float32, where oneDNN computes it
+    (``x.to_mkldnn()``). Elsewhere (training, autocast, float64, GPUs) plain ``F.conv2d``."""
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()):
+        return F.conv2d(x.to_mkldnn(), weight, bias).to_dense()
+    return F.conv2d(x, weight, bias)
+
+
 class GDN(nn.Module):
     """Generalised divisive normalisation over channels; ``inverse=True`` gives IGDN.
 
@@ -75,10 +101,11 @@ class GDN(nn.Module):
         self.gamma = nn.Parameter(self.gamma_reparam.init(gamma_init * torch.eye(channels)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels = x.shape[1]
         beta = self.beta_reparam(self.beta)
-        gamma = self.gamma_reparam(self.gamma).view(channels, channels, 1, 1)
-        norm = torch.sqrt(F.conv2d(x * x, gamma, beta))
+        gamma = self.gamma_reparam(self.gamma)
+        # sum_j gamma_ij x_j**2 as (positions, channels) @ gamma^T: see the module docstring
+        norm = torch.matmul((x * x).flatten(2).transpose(1, 2), gamma.t())
+        norm = norm.add_(beta).sqrt_().transpose(1, 2).reshape(x.shape)  # in place: less memory
         return x * norm if self.inverse else x / norm
 
 
@@ -87,7 +114,53 @@ def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int 
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2)
 
 
+class SubpixelConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (same parameters, same state dict, the same result up to float
+    rounding) computed as one ordinary convolution and a pixel shuffle (Shi et al. 2016).
+
+    Output pixel ``o = stride * q + r`` (``r`` its phase, ``0 <= r < stride``) receives input
+    pixel ``i`` through tap ``t = r + padding - stride * (i - q)`` of the kernel, so each
+    phase is an ordinary convolution over the inputs ``i - q`` of a small window, with the
+    taps of that phase. One convolution computes all ``stride**2`` phases as channels, and
+    :func:`torch.nn.functional.pixel_shuffle` puts them in place. Needs an output exactly
+    ``stride`` times the input (``kernel + output_padding - 2 * padding == stride``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 padding: int, output_padding: int):
+        if kernel_size + output_padding - 2 * padding != stride:
+            raise ValueError("a sub-pixel transposed convolution needs kernel_size + "
+                             "output_padding - 2 * padding == stride (output = stride x input)")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding,
+                         output_padding)
+        # the offsets i - q that some phase reads: window_low .. window_high
+        self.window_low = -((kernel_size - 1 - padding) // stride)
+        self.window_high = (stride - 1 + padding) // stride
+
+    def phase_weight(self) -> torch.Tensor:
+        """(out * stride**2, in, window, window): the kernels of all phases, in
+        :func:`~torch.nn.functional.pixel_shuffle`'s channel order."""
+        kernel, stride, padding = self.kernel_size[0], self.stride[0], self.padding[0]
+        offsets = torch.arange(self.window_low, self.window_high + 1, device=self.weight.device)
+        taps = torch.arange(stride, device=offsets.device)[:, None] + padding - stride * offsets
+        taps = taps.masked_fill((taps < 0) | (taps >= kernel), kernel)  # -> an added zero tap
+        weight = F.pad(self.weight, (0, 1, 0, 1))
+        kernels = weight[:, :, taps[:, None, :, None], taps[None, :, None, :]]
+        # (in, out, row phase, column phase, window, window) -> (out x phases, in, window...)
+        window = len(offsets)
+        return kernels.permute(1, 2, 3, 0, 4, 5).reshape(-1, self.in_channels, window, window)
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if output_size is not None:
+            raise ValueError("the output size is always stride x the input size")
+        stride = self.stride[0]
+        bias = None if self.bias is None else self.bias.repeat_interleave(stride * stride)
+        window = (-self.window_low, self.window_high) * 2  # F.pad: left, right, top, bottom
+        phases = conv2d_fixed_order(F.pad(x, window), self.phase_weight(), bias)
+        return F.pixel_shuffle(phases, stride)
+
+
 def deconv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2):
     """Transposed convolution that multiplies H and W by ``stride`` exactly."""
-    return nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride,
-                              padding=kernel_size // 2, output_padding=stride - 1)
+    return SubpixelConvTranspose2d(in_channels, out_channels, kernel_size, stride,
+                                   padding=kernel_size // 2, output_padding=stride - 1)

@@ -15,32 +15,144 @@ Transforms and entropy models are separate modules:
 :attr:`~CompressionModel.multiple` gives ``{"x_hat": (N, 3, H, W), "likelihoods": {...}}``.
 ``compress(x)`` / ``decompress(strings, shape)`` produce and read real bytes.
 
+Tiles: ``compress`` and ``decompress`` take ``tile``, a size in pixels, and then run the
+transforms over one tile at a time (:func:`run_in_tiles`): ``g_a`` and ``g_s`` on tiles of the
+latent grid, ``h_s`` on tiles of the grid of ``z``, each with a halo of context around it as
+wide as half the transform's receptive field (:func:`course_lib.pooling.receptive_field`),
+keeping the tile's interior only. The latents stay those of the whole image, and a tile's
+interior is exactly what the whole image gives there, since the layers sum in an order that
+does not depend on their input's size (:mod:`course_lib.layers`). Memory then grows with the
+number of latents (a few bytes per pixel) and one tile's activations, not with the image's
+activations (hundreds of bytes per pixel). ``h_a`` works on ``y`` at 1/16 of the image's
+size and runs whole.
+
 Determinism: the decoder must pick exactly the CDF table the encoder picked for every latent.
 Those choices depend on the scales computed by ``h_s``, so both sides compute ``h_s`` on the
-CPU in float64 from the integer-valued ``z_hat``; differences between thread counts or devices
-(around 1e-15 relative) are then far too small to move a scale across one of the table's
-boundaries (geometric midpoints between its scales, which are 13 % apart).
+CPU in float64 from the integer-valued ``z_hat``; differences between thread counts, tile
+shapes or devices (around 1e-15 relative) are then far too small to move a scale across one
+of the table's boundaries (geometric midpoints between its scales, which are 13 % apart). The
+pixels are then the same for any thread count and tile size on one kind of CPU, since the
+layers of ``g_s`` sum in a fixed order (:mod:`course_lib.layers`; what remains is in
+:mod:`course_lib.codecs.learned`).
 """
 
 from __future__ import annotations
 
+import copy
+import math
+from numbers import Integral
+
+import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
+from .entropy import fast
 from .entropy_models import EntropyBottleneck, GaussianConditional, quantize
 from .layers import GDN, conv, deconv
+from .pooling import receptive_field
 
 
-def analysis_transform(n: int, m: int) -> nn.Sequential:
+class ConvStack(nn.Sequential):
+    """The layers of one transform (``g_a``, ``g_s``, ``h_a``, ``h_s``): an ``nn.Sequential``
+    that can also compute just the interior of a tile (:func:`run_in_tiles`)."""
+
+    def forward(self, x: torch.Tensor, margins: list[int] | None = None) -> torch.Tensor:
+        """``x`` through the layers. With ``margins``, the pixels of ``x`` around a tile's
+        interior (above, below, left, right), the context is cut after each layer down to what
+        the layers left need (:func:`input_context`), so that upsampling layers do not compute
+        a halo that grows with them, and the interior comes out."""
+        if margins is None:
+            return super().forward(x)
+        layers = list(self)
+        for index, layer in enumerate(layers):
+            height = x.shape[-2]
+            x = layer(x)
+            context = input_context(layers[index + 1 :])
+            margins = [margin * x.shape[-2] // height for margin in margins]  # rescaled
+            cut = [max(margin - context, 0) for margin in margins]
+            margins = [min(margin, context) for margin in margins]
+            x = x[..., cut[0] : x.shape[-2] - cut[1], cut[2] : x.shape[-1] - cut[3]]
+        return x
+
+
+def analysis_transform(n: int, m: int) -> ConvStack:
     """(B, 3, H, W) -> (B, m, H/16, W/16)."""
-    return nn.Sequential(conv(3, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m))
+    return ConvStack(conv(3, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m))
 
 
-def synthesis_transform(n: int, m: int) -> nn.Sequential:
+def synthesis_transform(n: int, m: int) -> ConvStack:
     """(B, m, h, w) -> (B, 3, 16h, 16w)."""
-    return nn.Sequential(deconv(m, n), GDN(n, inverse=True), deconv(n, n), GDN(n, inverse=True),
-                         deconv(n, n), GDN(n, inverse=True), deconv(n, 3))
+    return ConvStack(deconv(m, n), GDN(n, inverse=True), deconv(n, n), GDN(n, inverse=True),
+                     deconv(n, n), GDN(n, inverse=True), deconv(n, 3))
+
+
+def tile_spans(length: int, tile: int | None) -> list[tuple[int, int]]:
+    """``0 .. length`` cut into the fewest spans of at most ``tile`` (None: one span), all of
+    nearly the same length (no sliver at the end)."""
+    count = 1 if tile is None else -(-length // tile)
+    bounds = [length * i // count for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def tile_geometry(layers) -> tuple[int, int, bool]:
+    """``(factor, halo, upsamples)`` of a stack of convolutions (an ``nn.Sequential`` or a list
+    of layers): a cell of its coarse side is ``factor`` x ``factor`` pixels of its fine side;
+    ``halo`` cells of context on each side of a tile hold every input that the tile's interior
+    depends on; ``upsamples``: the coarse side is the input (a synthesis transform).
+
+    A transposed convolution connects its input ``i`` and output ``o`` exactly as an ordinary
+    convolution of the same kernel, stride and padding connects its output ``i`` and input
+    ``o``, so a synthesis transform has the receptive field of its layers taken backwards.
+    """
+    convolutions = [m for layer in layers for m in layer.modules()
+                    if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    upsamples = any(isinstance(m, nn.ConvTranspose2d) for m in convolutions)
+    geometry = [(m.kernel_size[0], m.stride[0], m.padding[0]) for m in convolutions]
+    field = receptive_field(geometry[::-1] if upsamples else geometry)[-1]
+    halo = math.ceil(((field.size - 1) / 2 + abs(field.start)) / field.jump)
+    return field.jump, halo, upsamples
+
+
+def input_context(layers) -> int:
+    """Pixels of context that the input of ``layers`` needs on each side of a region for the
+    output there to be exact: :func:`tile_geometry`'s halo in input pixels (0 if no layer is a
+    convolution)."""
+    if not any(isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+               for layer in layers for m in layer.modules()):
+        return 0
+    factor, halo, upsamples = tile_geometry(layers)
+    return halo if upsamples else halo * factor
+
+
+def run_in_tiles(transform: ConvStack, read, cells: tuple[int, int], tile: int | None):
+    """Apply a convolutional ``transform`` to a big input a tile at a time; yield its output
+    as ``(rows, cols, piece)``.
+
+    The coarse side of the transform, ``cells = (rows, columns)`` of it, is cut into tiles of
+    at most ``tile`` x ``tile`` cells (:func:`tile_spans`; None: one tile). Each tile is read
+    with its halo (:func:`tile_geometry`), clipped at the edges of the grid (where the whole
+    input has the same zero padding), and the transform computes its interior
+    (:meth:`ConvStack.forward`): what the whole input gives there.
+
+    ``read(rows, cols)`` returns the input ``(1, C, h, w)`` at these slices of its pixels;
+    ``piece`` is the output at the slices ``rows``, ``cols`` of the output's pixels.
+    """
+    factor, halo, upsamples = tile_geometry(transform)
+    into, out = (1, factor) if upsamples else (factor, 1)
+    for top, bottom in tile_spans(cells[0], tile):
+        for left, right in tile_spans(cells[1], tile):
+            first_row, end_row = max(top - halo, 0), min(bottom + halo, cells[0])
+            first_col, end_col = max(left - halo, 0), min(right + halo, cells[1])
+            piece = transform(read(slice(first_row * into, end_row * into),
+                                   slice(first_col * into, end_col * into)),
+                              [(top - first_row) * into, (end_row - bottom) * into,
+                               (left - first_col) * into, (end_col - right) * into])
+            yield slice(top * out, bottom * out), slice(left * out, right * out), piece
+
+
+def _tile_cells(tile: int | None, factor: int) -> int | None:
+    """A tile of ``tile`` pixels in cells of ``factor`` pixels."""
+    return None if tile is None else tile // factor
 
 
 class CompressionModel(nn.Module):
@@ -72,12 +184,61 @@ class CompressionModel(nn.Module):
             return quantize(y, "ste", offset)
         return y_noisy
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor, one_image: bool = False) -> None:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected (N, 3, H, W) RGB tensors, got {tuple(x.shape)}")
+        if one_image and x.shape[0] != 1:
+            raise ValueError(f"compress codes one image at a time, got a batch of {x.shape[0]}")
         if x.shape[-2] % self.multiple or x.shape[-1] % self.multiple:
             raise ValueError(f"H and W must be multiples of {self.multiple}, got "
                              f"{tuple(x.shape[-2:])}; pad with course_lib.images.pad_to_multiple")
+
+    def check_tile(self, tile) -> None:
+        """Refuse a ``tile`` that is neither None (no tiles) nor a positive multiple of
+        :attr:`multiple` pixels."""
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, Integral)
+                                 or tile < self.multiple or tile % self.multiple):
+            raise ValueError(f"tile must be a whole number of pixels, a multiple of "
+                             f"{self.multiple} (or None: no tiles), got {tile!r}")
+
+    def _analysis_tiles(self, x: torch.Tensor, gain, tile: int | None) -> torch.Tensor:
+        """``g_a(x) * gain``, (1, M, H/16, W/16) on the model's device, computed ``tile``
+        pixels at a time. ``x``: (1, 3, H, W) floats in [0, 1], or uint8 0..255 converted a
+        tile at a time (a big image in 8 bits takes a quarter of the memory of its floats)."""
+        factor, _, _ = tile_geometry(self.g_a)
+        device = next(self.parameters()).device
+        y = torch.empty(1, self.m, x.shape[-2] // factor, x.shape[-1] // factor, device=device)
+
+        def read(rows: slice, cols: slice) -> torch.Tensor:
+            piece = x[..., rows, cols].to(device)
+            return piece / 255.0 if piece.dtype == torch.uint8 else piece
+
+        for rows, cols, piece in run_in_tiles(self.g_a, read, y.shape[-2:],
+                                              _tile_cells(tile, factor)):
+            y[..., rows, cols] = piece * gain
+        return y
+
+    @torch.no_grad()
+    def _synthesis_tiles(self, y_hat: torch.Tensor, inverse_gain, tile: int | None):
+        """Iterator over ``(rows, cols, piece)`` of ``x_hat = g_s(y_hat * inverse_gain)``
+        clamped to [0, 1], on the CPU, computed ``tile`` pixels at a time."""
+        factor, _, _ = tile_geometry(self.g_s)
+        device = next(self.parameters()).device
+        pieces = run_in_tiles(self.g_s,
+                              lambda rows, cols: y_hat[..., rows, cols].to(device) * inverse_gain,
+                              y_hat.shape[-2:], _tile_cells(tile, factor))
+        for rows, cols, piece in pieces:
+            yield rows, cols, piece.clamp(0, 1).cpu()
+
+    @torch.no_grad()
+    def decompress(self, strings: list[bytes], shape, rate=None, tile: int | None = None
+                   ) -> torch.Tensor:
+        """Bytes from :meth:`compress` -> ``x_hat`` (1, 3, H, W) in [0, 1], where (H, W) is
+        ``shape`` x :attr:`multiple`. See :meth:`decompress_tiles`."""
+        x_hat = torch.empty(1, 3, shape[0] * self.multiple, shape[1] * self.multiple)
+        for rows, cols, piece in self.decompress_tiles(strings, shape, rate, tile):
+            x_hat[..., rows, cols] = piece
+        return x_hat
 
 
 def _check_single_rate(rate) -> None:
@@ -104,21 +265,27 @@ class FactorizedPrior(CompressionModel):
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods}}
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, rate=None) -> dict:
-        """``rate`` is accepted (None or 0) so the file container treats every model alike."""
+    def compress(self, x: torch.Tensor, rate=None, tile: int | None = None) -> dict:
+        """One image ``x`` (1, 3, H, W) -> ``{"strings": [y], "shape": y's (h, w)}``; ``x``
+        and ``tile`` as in :meth:`ScaleHyperprior.compress`. ``rate`` is accepted (None or 0)
+        so the file container treats every model alike."""
         _check_single_rate(rate)
-        self._check_input(x)
-        y = self.g_a(x)
+        self._check_input(x, one_image=True)
+        self.check_tile(tile)
+        y = self._analysis_tiles(x, 1.0, tile)
         return {"strings": [self.entropy_bottleneck.compress(y)], "shape": tuple(y.shape[-2:])}
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], shape, rate=None) -> torch.Tensor:
+    def decompress_tiles(self, strings: list[bytes], shape, rate=None, tile: int | None = None):
+        """Decode the latents, then return an iterator over ``(rows, cols, x_hat piece)``,
+        ``g_s`` computed ``tile`` pixels at a time (see :meth:`ScaleHyperprior.decompress_tiles`).
+        """
         _check_single_rate(rate)
         if len(strings) != 1:
             raise ValueError("a factorized-prior stream has one part (y)")
+        self.check_tile(tile)
         y_hat = self.entropy_bottleneck.decompress(strings[0], (1, self.m, *shape))
-        device = next(self.parameters()).device
-        return self.g_s(y_hat.to(device)).clamp(0, 1)
+        return self._synthesis_tiles(y_hat, 1.0, tile)
 
 
 class ScaleHyperprior(CompressionModel):
@@ -144,10 +311,10 @@ class ScaleHyperprior(CompressionModel):
             self.log_inverse_gain = nn.Parameter(-spread.repeat(1, m))
         self.g_a = analysis_transform(n, m)
         self.g_s = synthesis_transform(n, m)
-        self.h_a = nn.Sequential(conv(m, n, 3, 1), nn.ReLU(inplace=True), conv(n, n),
-                                 nn.ReLU(inplace=True), conv(n, n))
-        self.h_s = nn.Sequential(deconv(n, n), nn.ReLU(inplace=True), deconv(n, n),
-                                 nn.ReLU(inplace=True), conv(n, m, 3, 1), nn.ReLU(inplace=True))
+        self.h_a = ConvStack(conv(m, n, 3, 1), nn.ReLU(inplace=True), conv(n, n),
+                             nn.ReLU(inplace=True), conv(n, n))
+        self.h_s = ConvStack(deconv(n, n), nn.ReLU(inplace=True), deconv(n, n),
+                             nn.ReLU(inplace=True), conv(n, m, 3, 1), nn.ReLU(inplace=True))
         self.entropy_bottleneck = EntropyBottleneck(n)
         self.gaussian_conditional = GaussianConditional()
 
@@ -176,17 +343,24 @@ class ScaleHyperprior(CompressionModel):
             return ((1 - weight) * table[low] + weight * table[low + 1]).exp().view(1, -1, 1, 1)
         return blend(self.log_gain), blend(self.log_inverse_gain)
 
-    def _hyper_synthesis_float64(self, z_hat: torch.Tensor) -> torch.Tensor:
-        """h_s on the CPU in float64: the same table choices on every machine."""
-        params = {name: value.detach().cpu().double()
-                  for name, value in self.h_s.state_dict().items()}
-        return functional_call(self.h_s, params, (z_hat.detach().cpu().double(),))
+    def _hyper_synthesis_tiles(self, z_hat: torch.Tensor, tile: int | None):
+        """Iterator over ``(rows, cols, scales, means)`` at y's positions: ``h_s(z_hat)`` on the
+        CPU in float64 (the same table choices on every machine), ``tile`` pixels at a time."""
+        h_s = copy.deepcopy(self.h_s).to("cpu", torch.float64)
+        z_hat = z_hat.detach().to("cpu", torch.float64)
+        pieces = run_in_tiles(h_s, lambda rows, cols: z_hat[..., rows, cols], z_hat.shape[-2:],
+                              _tile_cells(tile, self.multiple))
+        for rows, cols, hyper in pieces:
+            yield rows, cols, *self._entropy_parameters(hyper)
+
+    def _hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
+        return self.h_a(torch.abs(y) if self._hyper_takes_abs else y)
 
     def _analysis(self, x: torch.Tensor, rate):
         """(y scaled by the rate's gain, z)."""
         gain, _ = self._gains(rate)
         y = self.g_a(x) * gain
-        return y, self.h_a(torch.abs(y) if self._hyper_takes_abs else y)
+        return y, self._hyper_analysis(y)
 
     def forward(self, x: torch.Tensor, rate=None) -> dict:
         self._check_input(x)
@@ -202,37 +376,68 @@ class ScaleHyperprior(CompressionModel):
     _hyper_takes_abs = True  # the scale model only needs |y|
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, rate=None) -> dict:
-        self._check_input(x)
-        y, z = self._analysis(x, rate)
-        z_string = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_string, z.shape)
-        scales, means = self._entropy_parameters(self._hyper_synthesis_float64(z_hat))
-        y_string = self.gaussian_conditional.compress(y.cpu().double(), scales, means)
-        return {"strings": [y_string, z_string], "shape": tuple(z.shape[-2:])}
+    def _encode(self, x: torch.Tensor, rate, tile: int | None):
+        """(y's symbols int64 (1, M, h, w), their table indexes, z) as the encoder codes them.
+        """
+        self._check_input(x, one_image=True)
+        self.check_tile(tile)
+        gain, _ = self._gains(rate)
+        y = self._analysis_tiles(x, gain, tile)
+        z = self._hyper_analysis(y)
+        z_hat = quantize(z, "round", self.entropy_bottleneck.medians.view(1, -1, 1, 1))
+        conditional = self.gaussian_conditional
+        symbols = np.empty(y.shape, dtype=np.int64)
+        indexes = np.empty(y.shape, dtype=conditional.index_dtype)
+        for rows, cols, scales, means in self._hyper_synthesis_tiles(z_hat, tile):
+            indexes[..., rows, cols] = conditional.indexes(scales)
+            symbols[..., rows, cols] = conditional.symbols(y[..., rows, cols].cpu().double(),
+                                                           means).numpy()
+        return symbols, indexes, z
+
+    def compress(self, x: torch.Tensor, rate=None, tile: int | None = None) -> dict:
+        """One image ``x`` (1, 3, H, W) -> ``{"strings": [y, z], "shape": z's (h, w)}``.
+
+        ``x``: floats in [0, 1], or uint8 0..255 (converted a tile at a time, for a big image).
+        ``tile``: run the transforms ``tile`` x ``tile`` pixels at a time (a multiple of
+        :attr:`multiple`; None: whole), for the same bytes with a fraction of the memory.
+        """
+        symbols, indexes, z = self._encode(x, rate, tile)
+        y_string = fast.encode_with_indexes(symbols, indexes, self.gaussian_conditional.table())
+        return {"strings": [y_string, self.entropy_bottleneck.compress(z)],
+                "shape": tuple(z.shape[-2:])}
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], shape, rate=None) -> torch.Tensor:
+    def decompress_tiles(self, strings: list[bytes], shape, rate=None, tile: int | None = None):
+        """Decode the latents of bytes from :meth:`compress`, then return an iterator over
+        ``(rows, cols, piece)`` of ``x_hat`` in [0, 1], ``g_s`` computed ``tile`` pixels at a
+        time: the way to decode an image whose float copy would not fit in memory. The latents
+        are decoded at once (a few bytes per pixel): errors in the bytes are raised here.
+        """
         if len(strings) != 2:
             raise ValueError("a hyperprior stream has two parts (y and z)")
-        z_hat = self.entropy_bottleneck.decompress(strings[1], (1, self.n, *shape))
-        scales, means = self._entropy_parameters(self._hyper_synthesis_float64(z_hat))
-        y_hat = self.gaussian_conditional.decompress(strings[0], scales, means)
-        parameter = next(self.parameters())
+        self.check_tile(tile)
         _, inverse_gain = self._gains(rate)
-        return self.g_s(y_hat.to(parameter) * inverse_gain).clamp(0, 1)
+        z_hat = self.entropy_bottleneck.decompress(strings[1], (1, self.n, *shape))
+        factor, _, _ = tile_geometry(self.h_s)
+        y_shape = (1, self.m, shape[0] * factor, shape[1] * factor)
+        conditional = self.gaussian_conditional
+        indexes = np.empty(y_shape, dtype=conditional.index_dtype)
+        y_hat = torch.zeros(y_shape, dtype=torch.float64)  # the means first
+        for rows, cols, scales, means in self._hyper_synthesis_tiles(z_hat, tile):
+            indexes[..., rows, cols] = conditional.indexes(scales)
+            if means is not None:
+                y_hat[..., rows, cols] = means
+        symbols = fast.decode_with_indexes(strings[0], indexes, conditional.table())
+        y_hat = y_hat.add_(torch.from_numpy(symbols)).float()
+        return self._synthesis_tiles(y_hat, inverse_gain, tile)
 
-    def latents(self, x: torch.Tensor, rate=None) -> dict:
-        """Integer symbols of y and z as the encoder codes them (for tests and notebooks)."""
-        with torch.no_grad():
-            y, z = self._analysis(x, rate)
-            medians = self.entropy_bottleneck.medians.view(1, -1, 1, 1)
-            z_hat = torch.round(z - medians) + medians
-            scales, means = self._entropy_parameters(self._hyper_synthesis_float64(z_hat))
-            offset = means if means is not None else 0.0
-            y_symbols = torch.round(y.cpu().double() - offset).long()
-            return {"y": y_symbols, "z": torch.round(z - medians).long(),
-                    "indexes": torch.from_numpy(self.gaussian_conditional.indexes(scales))}
+    def latents(self, x: torch.Tensor, rate=None, tile: int | None = None) -> dict:
+        """Integer symbols of y and z as the encoder codes them, and y's table indexes (for
+        tests and notebooks)."""
+        symbols, indexes, z = self._encode(x, rate, tile)
+        medians = self.entropy_bottleneck.medians.view(1, -1, 1, 1)
+        return {"y": torch.from_numpy(symbols), "z": torch.round(z - medians).long(),
+                "indexes": torch.from_numpy(indexes)}
 
 
 class MeanScaleHyperprior(ScaleHyperprior):
@@ -242,11 +447,10 @@ class MeanScaleHyperprior(ScaleHyperprior):
 
     def __init__(self, n: int = 128, m: int = 192, num_rates: int = 1):
         super().__init__(n, m, num_rates)
-        self.h_a = nn.Sequential(conv(m, n, 3, 1), nn.LeakyReLU(inplace=True), conv(n, n),
-                                 nn.LeakyReLU(inplace=True), conv(n, n))
-        self.h_s = nn.Sequential(deconv(n, m), nn.LeakyReLU(inplace=True),
-                                 deconv(m, m * 3 // 2), nn.LeakyReLU(inplace=True),
-                                 conv(m * 3 // 2, 2 * m, 3, 1))
+        self.h_a = ConvStack(conv(m, n, 3, 1), nn.LeakyReLU(inplace=True), conv(n, n),
+                             nn.LeakyReLU(inplace=True), conv(n, n))
+        self.h_s = ConvStack(deconv(n, m), nn.LeakyReLU(inplace=True), deconv(m, m * 3 // 2),
+                             nn.LeakyReLU(inplace=True), conv(m * 3 // 2, 2 * m, 3, 1))
 
     def _entropy_parameters(self, hyper: torch.Tensor):
         scales, means = hyper.chunk(2, dim=1)

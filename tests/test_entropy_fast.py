@@ -13,8 +13,10 @@ from course_lib.entropy import (
     StaticModel,
     decode_with_indexes,
     encode_with_indexes,
+    fast,
     gaussian_cdf_table,
     log_scale_table,
+    rans,
     rans_encode,
     scale_indexes,
 )
@@ -57,6 +59,21 @@ def test_round_trip_on_random_tables(seed, precision):
     values = rng.integers(-40, 70, 2000)
     data = encode_with_indexes(values, indexes, table)
     np.testing.assert_array_equal(decode_with_indexes(data, indexes, table), values)
+
+
+def test_chunks_change_nothing(monkeypatch):
+    """Values are mapped to table symbols, checksummed and merged back a chunk at a time, with
+    one-byte indexes kept as they are: chunk boundaries (here through escapes) must not show in
+    the bytes or the values."""
+    values, indexes = _latents(3, (5000,))
+    values[[0, 999, 1000, 4999]] = [700, -900, 5000, -30000]
+    indexes = indexes.astype(np.uint8)
+    assert GAUSSIAN_TABLE.check_indexes(indexes) is indexes
+    whole = encode_with_indexes(values, indexes, GAUSSIAN_TABLE)
+    monkeypatch.setattr(fast, "CHUNK", 1000)
+    monkeypatch.setattr(rans, "CHUNK", 1000)
+    assert encode_with_indexes(values, indexes, GAUSSIAN_TABLE) == whole
+    np.testing.assert_array_equal(decode_with_indexes(whole, indexes, GAUSSIAN_TABLE), values)
 
 
 def test_constriction_codes_exactly_our_table():

@@ -7,7 +7,7 @@ from scipy.stats import norm
 
 from course_lib.entropy.cdf import CdfTable
 from course_lib.entropy_models import EntropyBottleneck, GaussianConditional, quantize
-from course_lib.layers import GDN, lower_bound
+from course_lib.layers import GDN, SubpixelConvTranspose2d, lower_bound
 
 
 def test_gdn_matches_its_formula_and_igdn_inverts_the_scaling():
@@ -25,6 +25,32 @@ def test_gdn_matches_its_formula_and_igdn_inverts_the_scaling():
     beta_i, gamma_i = igdn.beta_reparam(igdn.beta), igdn.gamma_reparam(igdn.gamma)
     norm_i = torch.sqrt(beta_i.view(1, 4, 1, 1) + torch.einsum("ij,njhw->nihw", gamma_i, x**2))
     torch.testing.assert_close(igdn(x), x * norm_i, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, output_padding",
+                         [(5, 2, 2, 1), (3, 2, 1, 1), (4, 2, 1, 0), (7, 3, 3, 2), (3, 1, 1, 0)])
+def test_subpixel_transposed_convolution_matches_pytorch(kernel, stride, padding,
+                                                         output_padding):
+    """Same parameters, same outputs and gradients as nn.ConvTranspose2d, in training and at
+    inference (where oneDNN computes it)."""
+    torch.manual_seed(kernel + 10 * stride)
+    layer = SubpixelConvTranspose2d(5, 4, kernel, stride, padding, output_padding)
+    reference = torch.nn.ConvTranspose2d(5, 4, kernel, stride, padding, output_padding)
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 5, 7, 9)
+    output = layer(x)
+    torch.testing.assert_close(output, reference(x), rtol=1e-5, atol=1e-5)
+    output.square().sum().backward()
+    reference(x).square().sum().backward()
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_subpixel_transposed_convolution_refuses_other_output_sizes():
+    with pytest.raises(ValueError, match="stride x input"):
+        SubpixelConvTranspose2d(3, 3, 5, 2, 2, 0)  # would make 2 H - 1 rows
 
 
 def test_gdn_parameters_stay_non_negative_under_training():

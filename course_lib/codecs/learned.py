@@ -34,6 +34,36 @@ the shipped model, 36.6 bits per 64 x 64 block of the image for ``z`` alone, so 
 bytes decodes at most about 900 B pixels). Every problem with a file (wrong magic, other
 weights, truncation, corruption, an image too large) raises :class:`CodecFileError` with what
 to do.
+
+Memory: big images are coded in tiles. Encoder and decoder run the model's transforms on one
+tile of ``tile`` x ``tile`` pixels at a time (default :data:`DEFAULT_TILE`, 512), each with a
+halo of context as wide as half the transform's receptive field (two latents, 32 pixels, for
+``g_a`` and ``g_s``), and keep the tile's interior, which is exactly what the whole image gives
+there (:func:`course_lib.models.run_in_tiles`). The file format does not depend on tiling: the
+latents are those of the whole image and are entropy-coded as before, so the bytes are the same
+for any tile size, and files written before tiling existed still decode (to pixels that can
+differ by one level in rare places, see below). What the whole image still needs at once is the
+8-bit image, the latents and their coding bookkeeping (about 25 bytes per pixel together),
+besides one tile's activations (about 0.2 GB at 512 pixels) and PyTorch with the model
+(0.6 GB). Untiled, the activations alone took about 350 bytes per pixel, 8 GB for a
+24-megapixel photo; ``benchmarks/results/learned_codec_memory.txt`` has the peaks measured now
+(about 1 GB at 12 megapixels, at most 1.4 GB at 24).
+
+Determinism: entropy decoding is bit-exact. The decoder picks the same table as the encoder for
+every latent (scales from ``h_s`` in float64: see :mod:`course_lib.models`), and every stream
+ends with a CRC-32 of its values, so a decoder that went wrong would raise
+:class:`CodecFileError` rather than give other pixels. The pixels are the same with any number
+of threads, in any process and with any ``tile``, on one kind of CPU with one PyTorch build:
+the synthesis transform's layers sum in an order that depends on nothing else
+(:mod:`course_lib.layers`; the tests decode Kodak images with 1, 2 and 3 threads and in a fresh
+process, and images in tiles against whole; with tiles of 256 pixels all 96 files and decoded
+images of ``benchmarks/results/learned_codec_tiles.txt`` are identical to untiled ones). One
+source of last-bit differences remains in principle: ``y_hat = symbol + mean`` is rounded to
+float32 from float64 means, whose last bits the BLAS library may compute differently for other
+tile shapes or on tiny images; a difference of 1e-16 changes that rounding for about one latent
+in 10^8, and a pixel then by one level at most (never seen in the tests). On another kind of
+CPU, a GPU or another PyTorch version the pixels can differ by one level in rare places; the
+decoded latents do not.
 """
 
 from __future__ import annotations
@@ -50,7 +80,7 @@ import torch
 
 from .. import weights
 from ..entropy.errors import DecodeError
-from ..images import ImageError, check_pixel_count, crop, pad_to_multiple, to_tensor, to_uint8
+from ..images import ImageError, check_pixel_count, pad_to_multiple, to_uint8
 from ..models import MODELS, CompressionModel
 from ..weights import WeightsError
 
@@ -58,6 +88,8 @@ MAGIC = b"LICC"
 VERSION = 2
 _HEADER = struct.Struct(">4sBB8sHHBBHB")
 _CRC = struct.Struct(">I")
+
+DEFAULT_TILE = 512  # pixels: see "Memory" in the module docstring
 
 # Model ids are part of the file format: append, never reorder.
 SHIPPED_MODELS = ("mean-scale-vr",)
@@ -153,9 +185,16 @@ def _rate_range(model: CompressionModel) -> tuple[float, float]:
     return 0.0, float(getattr(model, "num_rates", 1) - 1)
 
 
-def compress_image(image: np.ndarray, quality: float, loaded: LoadedModel | None = None) -> bytes:
-    """uint8 RGB ``(H, W, 3)`` -> bytes of a complete file at rate setting ``quality``."""
+def compress_image(image: np.ndarray, quality: float, loaded: LoadedModel | None = None, *,
+                   tile: int | None = DEFAULT_TILE) -> bytes:
+    """uint8 RGB ``(H, W, 3)`` -> bytes of a complete file at rate setting ``quality``.
+
+    ``tile``: the transforms run on tiles of this many pixels square (a multiple of the
+    model's :attr:`~course_lib.models.CompressionModel.multiple`, 64 for the shipped one; None:
+    the whole image at once); the file is the same (see the module docstring).
+    """
     loaded = loaded or load_shipped()
+    loaded.model.check_tile(tile)
     array = np.asarray(image)
     if array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 4):
         raise ImageError("this codec codes RGB images: convert greyscale or RGBA first "
@@ -171,9 +210,11 @@ def compress_image(image: np.ndarray, quality: float, loaded: LoadedModel | None
                          f"got {quality}")
     quality = round(float(quality) * 1000) / 1000
     model_id = SHIPPED_MODELS.index(loaded.name) if loaded.name in SHIPPED_MODELS else 255
-    x, (pad_h, pad_w) = pad_to_multiple(to_tensor(array), loaded.model.multiple)
+    # 8-bit, as the model converts it a tile at a time: a quarter of a float copy
+    x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
+    x, (pad_h, pad_w) = pad_to_multiple(x, loaded.model.multiple)
     rate = quality if high > 0 else None
-    result = loaded.model.compress(x.to(next(loaded.model.parameters()).device), rate)
+    result = loaded.model.compress(x, rate, tile)
     streams = result["strings"]
     header = _HEADER.pack(MAGIC, VERSION, model_id, bytes.fromhex(loaded.sha256[:16]), height,
                           width, pad_h, pad_w, round(quality * 1000), len(streams))
@@ -233,11 +274,13 @@ def parse(data: bytes, max_pixels: int | None = None) -> FileInfo:
 
 
 def decompress_image(data: bytes, loaded: LoadedModel | None = None, *,
-                     max_pixels: int | None = None) -> np.ndarray:
+                     max_pixels: int | None = None, tile: int | None = DEFAULT_TILE
+                     ) -> np.ndarray:
     """Bytes of a file from :func:`compress_image` -> uint8 RGB ``(H, W, 3)``.
 
     Raises :class:`CodecFileError` for any file it cannot decode (see the module docstring);
-    ``max_pixels`` overrides the pixel limit (:func:`course_lib.images.check_pixel_count`).
+    ``max_pixels`` overrides the pixel limit (:func:`course_lib.images.check_pixel_count`);
+    ``tile`` as in :func:`compress_image` (the same pixels for any tile size).
     """
     info = parse(data, max_pixels)
     if loaded is None:
@@ -245,6 +288,7 @@ def decompress_image(data: bytes, loaded: LoadedModel | None = None, *,
             raise CodecFileError(f"file made with unknown model id {info.model_id}; pass the "
                                  "model it was made with (loaded=...)")
         loaded = load_shipped(SHIPPED_MODELS[info.model_id])
+    loaded.model.check_tile(tile)
     if loaded.sha256[:16] != info.weights_prefix:
         raise CodecFileError(f"file was made with other weights (sha256 {info.weights_prefix}…)"
                              f" than {loaded.name} ({loaded.sha256[:16]}…); decode it with the "
@@ -262,8 +306,12 @@ def decompress_image(data: bytes, loaded: LoadedModel | None = None, *,
     latent_shape = (padded_h // multiple, padded_w // multiple)
     rate = info.quality if high > 0 else None
     try:
-        x_hat = loaded.model.decompress(info.streams, latent_shape, rate)
+        pieces = loaded.model.decompress_tiles(info.streams, latent_shape, rate, tile)
     except (DecodeError, ValueError) as error:
         raise CodecFileError(f"the file's data could not be decoded ({error}): corrupted "
                              "file") from None
-    return to_uint8(crop(x_hat, info.height, info.width))
+    image = np.empty((info.height, info.width, 3), dtype=np.uint8)
+    for rows, cols, piece in pieces:
+        inside = image[rows, cols]  # the piece less the padding
+        inside[...] = to_uint8(piece)[: inside.shape[0], : inside.shape[1]]
+    return image

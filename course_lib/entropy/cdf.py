@@ -203,13 +203,14 @@ class CdfTable:
         return self.cdfs[index, : self.lengths[index] + 1]
 
     def check_indexes(self, indexes) -> np.ndarray:
-        """``indexes`` as int64 (same shape), or a ValueError if one names no table."""
+        """``indexes`` as an integer array, not copied (a learned codec keeps millions of them
+        in one byte each), or a ValueError if one names no table."""
         indexes = np.asarray(indexes)
         if indexes.dtype.kind not in "iu":
             raise ValueError(f"indexes must be integers, got dtype {indexes.dtype}")
         if indexes.size and (indexes.min() < 0 or indexes.max() >= self.num_tables):
             raise ValueError(f"indexes must lie in 0..{self.num_tables - 1}")
-        return indexes.astype(np.int64)
+        return indexes
 
     def split_values(self, values, indexes) -> tuple[np.ndarray, np.ndarray]:
         """Map values to table symbols; values out of their table's range become the escape.

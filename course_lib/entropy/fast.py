@@ -40,7 +40,7 @@ from .cdf import (
     join_bypass_groups,
 )
 from .errors import DecodeError
-from .rans import message_crc
+from .rans import CHUNK, message_crc
 
 
 def _checksum_symbols(values: np.ndarray) -> np.ndarray:
@@ -55,33 +55,60 @@ def constriction_model(cdf, precision: int) -> constriction.stream.model.Categor
     return constriction.stream.model.Categorical((weights - 1).astype(np.float64), perfect=False)
 
 
-def _groups_by_table(indexes: np.ndarray, num_tables: int) -> list[tuple[int, np.ndarray]]:
+def _chunks(size: int):
+    """Slices that cover ``0 .. size`` a :data:`~course_lib.entropy.rans.CHUNK` at a time."""
+    return [slice(start, start + CHUNK) for start in range(0, size, CHUNK)]
+
+
+def _table_counts(flat_indexes: np.ndarray, num_tables: int) -> np.ndarray:
+    """(num_tables,) how many values use each table (``np.bincount`` would copy all the
+    indexes to int64 at once)."""
+    return sum((np.bincount(flat_indexes[part].astype(np.int64), minlength=num_tables)
+                for part in _chunks(flat_indexes.size)), np.zeros(num_tables, np.int64))
+
+
+def _groups_by_table(flat_indexes: np.ndarray, counts: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(table, positions in the flat array) for every table in use, tables ascending."""
     # a stable sort of small unsigned keys is a radix sort in numpy: 10-20x faster than int64
-    keys = indexes.astype(np.uint16 if num_tables <= 1 << 16 else np.int64)
-    order = np.argsort(keys, kind="stable")
-    groups = np.split(order, np.cumsum(np.bincount(indexes, minlength=num_tables))[:-1])
+    keys = flat_indexes.astype(np.uint16 if counts.size <= 1 << 16 else np.int64)
+    groups = np.split(np.argsort(keys, kind="stable"), np.cumsum(counts)[:-1])
     return [(table, positions) for table, positions in enumerate(groups) if positions.size]
+
+
+def _flat(values, indexes, table: CdfTable) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` and ``indexes`` checked and flattened (views where they can be)."""
+    values, indexes = np.asarray(values), table.check_indexes(indexes)
+    if values.shape != indexes.shape or values.dtype.kind not in "iu":
+        raise ValueError("values must be integers with the same shape as indexes")
+    return values.reshape(-1), indexes.reshape(-1)
 
 
 def encode_with_indexes(values, indexes, table: CdfTable) -> bytes:
     """Encode integer ``values`` (any shape), value ``i`` with CDF ``indexes[i]`` of ``table``.
 
-    Values outside a table's range are escape-coded, never refused.
+    Values outside a table's range are escape-coded, never refused. Values are mapped to table
+    symbols a chunk at a time, so that the memory used beyond the inputs stays a few bytes per
+    value.
     """
-    symbols, overflow = table.split_values(values, indexes)
-    flat_indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
-    counts, groups = bypass_groups(overflow)
+    flat_values, flat_indexes = _flat(values, indexes, table)
+    symbols = np.empty(flat_values.size, dtype=np.int32)  # table symbols are small
+    overflow = [np.zeros(0, np.int64)]
+    for part in _chunks(flat_values.size):
+        symbols[part], part_overflow = table.split_values(flat_values[part], flat_indexes[part])
+        overflow.append(part_overflow)
+    counts, groups = bypass_groups(np.concatenate(overflow))
     coder = constriction.stream.stack.AnsCoder()
     # A stack: push in the reverse of the decoding order.
-    coder.encode_reverse(_checksum_symbols(values), constriction.stream.model.Uniform(1 << 16))
+    coder.encode_reverse(_checksum_symbols(flat_values),
+                         constriction.stream.model.Uniform(1 << 16))
     bypass = constriction.stream.model.Uniform(1 << BYPASS_BITS)
     for raw in (groups, counts):
         if raw.size:
             coder.encode_reverse(raw.astype(np.int32), bypass)
-    for index, positions in reversed(_groups_by_table(flat_indexes, table.num_tables)):
+    table_counts = _table_counts(flat_indexes, table.num_tables)
+    for index, positions in reversed(_groups_by_table(flat_indexes, table_counts)):
         model = constriction_model(table.cdf(index), table.precision)
-        coder.encode_reverse(symbols[positions].astype(np.int32), model)
+        coder.encode_reverse(symbols[positions], model)
     return coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -99,22 +126,30 @@ def decode_with_indexes(data: bytes, indexes, table: CdfTable) -> np.ndarray:
     if words.size and words[-1] == 0:
         raise DecodeError("corrupted fast-path data: it cannot end in a zero word")
     flat_indexes = table.check_indexes(indexes).reshape(-1)
-    check_stream_length(len(data), table.minimum_bits()[flat_indexes].sum())
+    table_counts = _table_counts(flat_indexes, table.num_tables)
+    check_stream_length(len(data), table_counts @ table.minimum_bits())
     coder = constriction.stream.stack.AnsCoder(words)
-    symbols = np.empty(flat_indexes.size, dtype=np.int64)
-    for index, positions in _groups_by_table(flat_indexes, table.num_tables):
+    values = np.empty(flat_indexes.size, dtype=np.int64)  # table symbols first
+    escaped = [np.zeros(0, np.int64)]
+    for index, positions in _groups_by_table(flat_indexes, table_counts):
         model = constriction_model(table.cdf(index), table.precision)
-        symbols[positions] = coder.decode(model, positions.size)
-    num_escaped = int(np.count_nonzero(symbols == table.lengths[flat_indexes] - 1))
+        symbols = coder.decode(model, positions.size)
+        values[positions] = symbols
+        escaped.append(positions[symbols == table.lengths[index] - 1])
+    escaped = np.sort(np.concatenate(escaped))  # the escapes in array order
     bypass = constriction.stream.model.Uniform(1 << BYPASS_BITS)
-    counts = coder.decode(bypass, num_escaped) if num_escaped else np.zeros(0, np.int64)
+    counts = coder.decode(bypass, escaped.size) if escaped.size else np.zeros(0, np.int64)
     num_groups = int(np.sum(counts, dtype=np.int64))  # at most 15 per escape: bounded
     groups = coder.decode(bypass, num_groups) if num_groups else np.zeros(0, np.int64)
     checksum = coder.decode(constriction.stream.model.Uniform(1 << 16), 2)
-    values = table.merge_values(symbols, indexes, join_bypass_groups(counts, groups))
+    overflow = join_bypass_groups(counts, groups)
+    for part in _chunks(values.size):  # symbols -> values, in place
+        first, last = np.searchsorted(escaped, [part.start, part.start + CHUNK])
+        values[part] = table.merge_values(values[part], flat_indexes[part],
+                                          overflow[first:last])
     if not coder.is_empty() or np.any(checksum != _checksum_symbols(values)):
         raise DecodeError(
             "fast-path data failed its checks: corrupted, truncated, or not made with these "
             "indexes and this table"
         )
-    return values
+    return values.reshape(np.shape(indexes))

@@ -44,6 +44,7 @@ WORD_BITS = 32
 WORD_MASK = (1 << WORD_BITS) - 1
 STATE_LOW = 1 << 32  # L: the state lives in [L, L * 2**WORD_BITS)
 STATE_BITS = 64
+CHUNK = 1 << 20  # passes over long messages take this many values at a time
 
 
 class StaticModel:
@@ -113,8 +114,13 @@ def decode_step(x: int, cdf: np.ndarray, precision: int) -> tuple[int, int]:
 
 
 def message_crc(symbols) -> int:
-    """CRC-32 of a message: its symbols as little-endian int64."""
-    return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i8").tobytes())
+    """CRC-32 of a message: its symbols as little-endian int64 (a :data:`CHUNK` at a time,
+    so that a long message is never copied whole)."""
+    flat = np.asarray(symbols).reshape(-1)
+    crc = 0
+    for start in range(0, flat.size, CHUNK):
+        crc = zlib.crc32(flat[start : start + CHUNK].astype("<i8").tobytes(), crc)
+    return crc
 
 
 def _symbol_array(symbols) -> np.ndarray:
