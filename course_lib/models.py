@@ -377,7 +377,7 @@ class ScaleHyperprior(CompressionModel):
 
     @torch.no_grad()
     def _encode(self, x: torch.Tensor, rate, tile: int | None):
-        """(y's symbols int64 (1, M, h, w), their table indexes, z) as the encoder codes them.
+        """(y's symbols int32 (1, M, h, w), their table indexes, z) as the encoder codes them.
         """
         self._check_input(x, one_image=True)
         self.check_tile(tile)
@@ -386,7 +386,7 @@ class ScaleHyperprior(CompressionModel):
         z = self._hyper_analysis(y)
         z_hat = quantize(z, "round", self.entropy_bottleneck.medians.view(1, -1, 1, 1))
         conditional = self.gaussian_conditional
-        symbols = np.empty(y.shape, dtype=np.int64)
+        symbols = np.empty(y.shape, dtype=np.int32)  # an image's latents are small integers
         indexes = np.empty(y.shape, dtype=conditional.index_dtype)
         for rows, cols, scales, means in self._hyper_synthesis_tiles(z_hat, tile):
             indexes[..., rows, cols] = conditional.indexes(scales)

@@ -43,11 +43,12 @@ there (:func:`course_lib.models.run_in_tiles`). The file format does not depend 
 latents are those of the whole image and are entropy-coded as before, so the bytes are the same
 for any tile size, and files written before tiling existed still decode (to pixels that can
 differ by one level in rare places, see below). What the whole image still needs at once is the
-8-bit image, the latents and their coding bookkeeping (about 25 bytes per pixel together),
+8-bit image, the latents and their coding bookkeeping (about 20 bytes per pixel together),
 besides one tile's activations (about 0.2 GB at 512 pixels) and PyTorch with the model
 (0.6 GB). Untiled, the activations alone took about 350 bytes per pixel, 8 GB for a
 24-megapixel photo; ``benchmarks/results/learned_codec_memory.txt`` has the peaks measured now
-(about 1 GB at 12 megapixels, at most 1.4 GB at 24).
+(about 1 GB at 12 megapixels, 1.2 to 1.3 GB at 24; they vary by about 0.1 GB from run to run
+with the allocator's fragmentation).
 
 Determinism: entropy decoding is bit-exact. The decoder picks the same table as the encoder for
 every latent (scales from ``h_s`` in float64: see :mod:`course_lib.models`), and every stream

@@ -68,11 +68,27 @@ def _table_counts(flat_indexes: np.ndarray, num_tables: int) -> np.ndarray:
 
 
 def _groups_by_table(flat_indexes: np.ndarray, counts: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """(table, positions in the flat array) for every table in use, tables ascending."""
-    # a stable sort of small unsigned keys is a radix sort in numpy: 10-20x faster than int64
-    keys = flat_indexes.astype(np.uint16 if counts.size <= 1 << 16 else np.int64)
-    groups = np.split(np.argsort(keys, kind="stable"), np.cumsum(counts)[:-1])
-    return [(table, positions) for table, positions in enumerate(groups) if positions.size]
+    """(table, positions in the flat array) for every table in use, tables ascending.
+
+    A counting sort a chunk at a time: one stable ``argsort`` of all the indexes would hold two
+    index arrays as long as the message (its result and its scratch space) at once.
+    """
+    order = np.empty(flat_indexes.size, dtype=np.int64)
+    ends = np.cumsum(counts)
+    cursors = ends - counts  # where each table's next positions go in `order`
+    for part in _chunks(flat_indexes.size):
+        keys = flat_indexes[part].astype(np.int64)
+        # a stable sort of small unsigned keys is a radix sort in numpy: 10-20x faster than int64
+        local = np.argsort(keys.astype(np.uint16 if counts.size <= 1 << 16 else np.int64),
+                           kind="stable")
+        local_counts = np.bincount(keys, minlength=counts.size)
+        local_ends = np.cumsum(local_counts)
+        for table in np.flatnonzero(local_counts):
+            chosen = local[local_ends[table] - local_counts[table] : local_ends[table]]
+            order[cursors[table] : cursors[table] + chosen.size] = chosen + part.start
+        cursors += local_counts
+    return [(table, order[ends[table] - counts[table] : ends[table]])
+            for table in np.flatnonzero(counts)]
 
 
 def _flat(values, indexes, table: CdfTable) -> tuple[np.ndarray, np.ndarray]:
