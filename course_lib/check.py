@@ -127,7 +127,6 @@ class Exercise:
         try:
             self.checker(*functions, **kwargs)
         except NotImplementedError:
-            _collected = outer
             print(f"… {self.name}: not implemented yet — write the exercise cell above, run it, "
                   "then run this cell again")
             if strict_mode() and (solution or False in results):
