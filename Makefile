@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: lab test lint student badges clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-referees.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-referees.txt
 	touch $(STAMP)
 
 # Jupyter refuses to run as root (containers, Binder-like hosts) unless told to.

@@ -29,6 +29,26 @@ def kodak_jpeg_pair(kodak_image):
 
 
 @pytest.fixture
+def shown_titles(monkeypatch):
+    """What the course's widgets display: each time one calls ``plt.show()``, the titles of
+    the figure's axes are appended (a list of strings per figure) and the figure is closed.
+    A test moves a control and reads the numbers the new figure shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = []
+
+    def show(*args, **kwargs):
+        shown.append([axis.get_title() for axis in plt.gcf().axes])
+        plt.close("all")
+
+    monkeypatch.setattr(plt, "show", show)
+    return shown
+
+
+@pytest.fixture
 def ship_weights(tmp_path, monkeypatch):
     """Point course_lib at shipped weights of the test's own: ``ship_weights(name, data)`` puts
     ``data`` at ``name`` (as in weights/, e.g. ``"codec/mean-scale-vr.pt"``) in a mirror folder

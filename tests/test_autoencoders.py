@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
 
 from course_lib import autoencoders as ae
 from course_lib import weights
@@ -74,7 +75,12 @@ def test_dropout_is_off_when_reconstructing_and_the_mode_is_restored():
     torch.manual_seed(0)
     model = ae.DenseAutoencoder(patch_size=4, dropout=0.5).train()
     x = torch.rand(1, 3, 8, 8)
-    assert torch.equal(model.reconstruct(x), model.reconstruct(x))
+    with torch.no_grad():
+        trained_path = model(x)  # dropout on: half the hidden units dropped at random
+        expected = model.eval()(x).clamp(0, 1)  # dropout off: the deterministic network
+    model.train()
+    assert not torch.allclose(trained_path, expected, atol=1e-3)  # dropout does change it
+    assert torch.equal(model.reconstruct(x), expected)
     assert model.training
 
 
@@ -157,7 +163,14 @@ def test_float64_latents_round_like_float32_ones():
     model = ae.StridedAutoencoder(latent_channels=8, downsamplings=3, channels=16)
     x = torch.rand(1, 3, 64, 96)
     symbols = model.latents(x).symbols
-    assert np.array_equal(symbols, model.latents(x).symbols)
+    # referee: a float64 copy of the network built from the state dict, on the float64 image
+    # (64 x 96 needs no padding)
+    float64_model = ae.StridedAutoencoder(latent_channels=8, downsamplings=3, channels=16)
+    float64_model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        float64_latent = float64_model.double().eval().g_a(x.double())[0]
+    assert np.array_equal(symbols, ae.quantize_latents(float64_latent).symbols)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the model is untouched
     float32 = ae.quantize_latents(model.encode(x)[0]).symbols
     assert np.abs(symbols.astype(int) - float32).max() <= 1
     assert np.mean(symbols != float32) < 1e-3
@@ -194,10 +207,7 @@ def test_bad_inputs_raise_clear_errors():
         ae.load_pretrained("vae")
 
 
-def test_latent_explorer_edits_and_draws(monkeypatch):
-    import matplotlib
-
-    matplotlib.use("Agg")
+def test_latent_explorer_edits_and_draws(shown_titles):
     from course_lib.widgets import autoencoders as explorer
 
     torch.manual_seed(0)
@@ -208,14 +218,30 @@ def test_latent_explorer_edits_and_draws(monkeypatch):
     assert torch.equal(x_hat, model.reconstruct(x)) and bpp is None
     x_hat, y, psnr, bpp = explorer.edit_latents(model, x, channel=1, gain=0.0, bits=4)
     assert torch.all(y[0, 1] == 0) and not torch.all(y[0, 0] == 0)
-    data = ae.pack_latents(ae.quantize_latents(model.encode(x)[0] * torch.tensor(
-        [1.0, 0.0, 1.0])[:, None, None], 4), "zlib")
-    assert bpp == pytest.approx(8 * len(data) / (24 * 20))
+    # referee: the edited latent stored by hand, and skimage's PSNR of its decoded image
+    quantized = ae.quantize_latents(model.encode(x)[0] * torch.tensor([1.0, 0.0, 1.0])[:, None,
+                                                                                      None], 4)
+    data = ae.pack_latents(quantized, "zlib")
+    assert bpp == 8 * len(data) / (24 * 20)
+    decoded = model.decode(ae.dequantize_latents(quantized), 24, 20)
+    expected_psnr = peak_signal_noise_ratio(
+        image, (decoded[0].permute(1, 2, 0) * 255).round().byte().numpy(), data_range=255)
+    assert psnr == pytest.approx(expected_psnr, abs=1e-4)
     with pytest.raises(ValueError, match="channel"):
         explorer.edit_latents(model, x, channel=3)
-    monkeypatch.setattr(matplotlib.pyplot, "show", lambda: None)
+
     panel = explorer.latent_explorer(model, image, channel=2, gain=-1.0, bits=None)
-    assert type(panel).__name__ == "VBox"
+    unrounded = peak_signal_noise_ratio(
+        image, (model.reconstruct(x)[0].permute(1, 2, 0) * 255).round().byte().numpy(),
+        data_range=255)
+    assert [title for title in shown_titles[-1] if title] == [
+        "original", f"reconstruction: {unrounded:.2f} dB\nfloat latents (no file)",
+        "latent channel 2 (6 x 5), sent x -1"]
+    channel, gain, bits = panel.children[0].children
+    channel.value, gain.value, bits.value = 1, 0.0, 4  # each redraws; the last shows all three
+    assert [title for title in shown_titles[-1] if title] == [
+        "original", f"reconstruction: {expected_psnr:.2f} dB\n4-bit latents, zlib: "
+        f"{8 * len(data) / (24 * 20):.3f} bpp", "latent channel 1 (6 x 5), sent x 0"]
 
 
 # Shipped weights -----------------------------------------------------------------------------

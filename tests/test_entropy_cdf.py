@@ -50,7 +50,6 @@ def test_quantized_pmf_invariants_and_loss(seed, size, precision):
     cdf = quantize_pmf(pmf, precision)
     freqs = np.diff(cdf)
     assert cdf[0] == 0 and cdf[-1] == 2**precision and freqs.min() >= 1
-    np.testing.assert_array_equal(quantize_pmf(pmf.copy(), precision), cdf)  # deterministic
     # Each symbol loses at most the size/2**precision mass handed out as minimum frequencies,
     # so coding with the table costs little more than the model's own entropy:
     assert np.all(np.abs(freqs / 2**precision - pmf) <= (size + 1) / 2**precision)

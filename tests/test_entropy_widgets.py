@@ -59,10 +59,42 @@ def test_rans_state_tracks_the_information(case):
     assert bits[-1] <= 8 * len(data) - 32  # the coder's bytes hold the state's bits
 
 
-def test_demos_draw_and_refuse_bad_messages():
+def test_code_tree_labels_each_leaf_with_its_codeword():
     code = HuffmanCode.from_frequencies([5, 2, 1, 1])
-    demos.draw_code_tree(code, "abcd", [0.5, 0.2, 0.15, 0.15])
-    assert len(demos.coder_explorer("HTTH", 0.7, 2).children) == 2
+    ax = demos.draw_code_tree(code, "abcd", [0.5, 0.2, 0.15, 0.15])
+    leaves = {text.get_text() for text in ax.texts if "\n" in text.get_text()}
+    assert leaves == {f"{label}\n{word}\np={p:.2f}" for label, word, p in
+                      zip("abcd", code.codewords, [0.5, 0.2, 0.15, 0.15], strict=True)}
+    matplotlib.pyplot.close("all")
+
+
+def _interval_title(shown):
+    """The left panel's title of the figure the explorer showed last."""
+    return shown[-1][0].split(" (blue")[0]
+
+
+def test_coder_explorer_shows_the_interval_of_the_flips_chosen(shown_titles):
+    """Moving the controls redraws the interval; the numbers are worked out by hand:
+    P(H) = 0.7, HTTH: H -> [0, 0.7); T -> [0.49, 0.7), width 0.21 = 2.25 bits;
+    T -> [0.637, 0.7), 0.063 = 3.99 bits; H -> [0.637, 0.6811), 0.0441 = 4.50 bits."""
+    panel = demos.coder_explorer("HTTH", 0.7, 2)
+    assert _interval_title(shown_titles) == (
+        "after 2 flips: [0.4900, 0.7000), width 0.21 = 2.25 bits")
+    message, heads, steps = panel.children[0].children
+    steps.value = 3
+    assert _interval_title(shown_titles) == (
+        "after 3 flips: [0.6370, 0.7000), width 0.063 = 3.99 bits")
+    steps.value = 4
+    assert _interval_title(shown_titles) == (
+        "after 4 flips: [0.6370, 0.6811), width 0.0441 = 4.50 bits")
+    heads.value = 0.5  # a fair coin: every flip halves the interval, one bit each
+    assert _interval_title(shown_titles) == (
+        "after 4 flips: [0.3750, 0.4375), width 0.0625 = 4.00 bits")
+    message.value = "TTTT"
+    assert _interval_title(shown_titles) == (
+        "after 4 flips: [0.9375, 1.0000), width 0.0625 = 4.00 bits")
+    count = len(shown_titles)
+    message.value = "HXT"  # refused with a message, nothing drawn
+    assert len(shown_titles) == count
     with pytest.raises(ValueError, match="H and T"):
         demos.coder_explorer("HXT")
-    matplotlib.pyplot.close("all")

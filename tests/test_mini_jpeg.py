@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
 
 from course_lib import bench, metrics
 from course_lib.codecs import classical
@@ -140,16 +141,42 @@ def test_haar_trees_invert(levels):
                                planes.numpy(), atol=1e-9)
 
 
-@pytest.mark.parametrize("transform,subsampling", [("dct", "4:2:0"), ("dct", "4:4:4"),
-                                                   ("haar", "4:2:0")])
+def _decoded_from_quantised(image, quality, transform="dct", subsampling="4:2:0", levels=3):
+    """What a decoder must output: the encoder's own rounded coefficients (stages 1-3, no
+    entropy coding) times their steps, transformed back, upsampled and converted to RGB."""
+    block = 8 if transform == "dct" else 2**levels
+    planes = mj.to_planes(image, subsampling, block)
+    groups = mj.quantized_blocks(image, quality, transform, subsampling, levels)
+    restored = []
+    for chroma, (plane, blocks) in enumerate(zip(planes, groups, strict=True)):
+        coefficients = blocks * mj.quantization_steps(quality, transform, levels, bool(chroma))
+        restored.append(mj.dct_planes(coefficients, plane.shape) if transform == "dct"
+                        else mj.haar_planes(coefficients, plane.shape, levels))
+    return mj.from_planes(*restored, *image.shape[:2])
+
+
+# Measured now at quality 75 on the test photo: file bytes and PSNR (dB). The windows (1 % of
+# the size, 0.05 dB) allow a coefficient rounded the other way on another CPU, not a change
+# of the codec.
+ROUND_TRIPS = {("dct", "4:2:0"): (8534, 34.30), ("dct", "4:4:4"): (10129, 35.24),
+               ("haar", "4:2:0"): (14964, 38.04)}
+
+
+@pytest.mark.parametrize("transform,subsampling", sorted(ROUND_TRIPS))
 def test_round_trip(photo, transform, subsampling):
     data = mj.encode(photo, 75, transform, subsampling)
     decoded = mj.decode(data)
-    assert decoded.shape == photo.shape and decoded.dtype == np.uint8
-    assert metrics.psnr(to_tensor(photo), to_tensor(decoded)).item() > 30
+    assert decoded.dtype == np.uint8
+    # the entropy coding is lossless: the decoder gets back exactly the quantised coefficients
+    np.testing.assert_array_equal(decoded, _decoded_from_quantised(photo, 75, transform,
+                                                                    subsampling))
+    size, psnr = ROUND_TRIPS[transform, subsampling]
+    assert len(data) == pytest.approx(size, rel=0.01)
+    assert peak_signal_noise_ratio(photo, decoded, data_range=255) == pytest.approx(psnr,
+                                                                                   abs=0.05)
     # near-lossless at quality 100 without chroma subsampling: only the rounding remains
     best = mj.decode(mj.encode(photo, 100, transform, "4:4:4"))
-    assert np.abs(best.astype(int) - photo).max() <= 3
+    assert np.abs(best.astype(int) - photo).max() <= 2  # measured: 2
 
 
 def test_odd_small_images():
@@ -157,7 +184,10 @@ def test_odd_small_images():
     for height, width in [(1, 1), (7, 33), (17, 8)]:
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         for transform in mj.TRANSFORMS:
-            assert mj.decode(mj.encode(image, 50, transform)).shape == image.shape
+            decoded = mj.decode(mj.encode(image, 50, transform))
+            # the padding is cropped off and the pixels are the quantised image's
+            np.testing.assert_array_equal(decoded,
+                                          _decoded_from_quantised(image, 50, transform))
 
 
 def _rate_and_psnr(image, data, decode):
@@ -184,13 +214,16 @@ def test_same_file_size_and_quality_as_pillow(photo):
 
 
 def test_bd_rate_against_pillow_on_kodak(kodak_image):
-    """The margin measured in notebook 05 (mini-JPEG 1.5-4 % smaller than Pillow's JPEG 4:2:0
-    at equal PSNR), held on one Kodak image: it fails if the codec's efficiency regresses."""
+    """Notebook 05 measures mini-JPEG 1.5-3.9 % smaller than Pillow's JPEG 4:2:0 at equal PSNR
+    on six Kodak images (kodim01: -2.13 % over qualities 10..90). Here, kodim01 at five
+    qualities: -2.06 % measured now; the window of 0.5 percentage points either way allows
+    another libjpeg-turbo build's hundredths of a dB, and fails if the codec gets better or
+    worse by more than that (re-measure and update the notebook's text if it does)."""
     qualities = (15, 30, 50, 75, 90)
     pillow = np.array([_pillow_point(kodak_image, quality) for quality in qualities])
     ours = np.array([_mini_point(kodak_image, quality) for quality in qualities])
     margin = bench.bd_rate(pillow[:, 0], pillow[:, 1], ours[:, 0], ours[:, 1])
-    assert -5.0 < margin < 1.0, margin
+    assert margin == pytest.approx(-2.06, abs=0.5), margin
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,12 +295,31 @@ def test_file_is_its_named_parts(photo):
     assert len(mj.encode(photo, 40)) == expected
 
 
-def test_quality_comparison_widget(photo):
-    import matplotlib
+def _caption(image, data, decoded):
+    """Size and PSNR as the widget words them, measured here with skimage's PSNR."""
+    psnr = peak_signal_noise_ratio(image, decoded, data_range=255)
+    bpp = 8 * len(data) / (image.shape[0] * image.shape[1])
+    return f"{len(data) / 1024:.1f} KiB, {bpp:.3f} bpp, PSNR {psnr:.2f} dB"
 
-    matplotlib.use("Agg")
+
+def _pillow_caption(image, quality):
+    buffer = io.BytesIO()  # Pillow's JPEG 4:2:0 with optimised Huffman tables, written here
+    Image.fromarray(image).save(buffer, "JPEG", quality=quality, subsampling=2, optimize=True)
+    decoded = np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return _caption(image, buffer.getvalue(), decoded)
+
+
+def test_quality_comparison_widget_shows_the_sizes_and_psnrs_of_the_chosen_quality(
+        photo, shown_titles):
     from course_lib.widgets.mini_jpeg import quality_comparison
 
     panel = quality_comparison(photo, quality=30)
-    assert len(panel.children) == 2
-    matplotlib.pyplot.close("all")
+    quality, transform = panel.children[0].children
+    for value, kind, label in [(30, "dct", "mini-JPEG (DCT)"), (60, "dct", "mini-JPEG (DCT)"),
+                               (60, "haar", "mini-JPEG (Haar DWT)")]:
+        quality.value, transform.value = value, kind
+        _, ours, pillow = shown_titles[-1]
+        data = mj.encode(photo, value, kind)
+        assert ours == f"{label} q={value}\n{_caption(photo, data, mj.decode(data))}"
+        assert pillow == f"Pillow JPEG 4:2:0 q={value}\n{_pillow_caption(photo, value)}"
+    assert shown_titles[-2] != shown_titles[-1]  # the transform changed the numbers

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import pywt  # PyWavelets, in the dev extra: the referee must be there, not skipped
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,7 +31,6 @@ def test_hand_computed_2x2():
 @settings(max_examples=25, deadline=None)
 @given(shapes)
 def test_matches_pywavelets(shape):
-    pywt = pytest.importorskip("pywt")
     levels, rows, cols, seed = shape
     x = _random_image(levels, rows, cols, seed)
     approximation, details = haar_dwt2(x, levels)
