@@ -144,3 +144,28 @@ def test_decode_writes_the_decoded_pixels(licc, tmp_path):
     assert cli.main(["decode", str(licc), str(tmp_path / "out.png")]) == 0
     np.testing.assert_array_equal(load_image(tmp_path / "out.png"),
                                   learned.decompress_image(licc.read_bytes()))
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_lossless_files_give_the_exact_pixels_back(tmp_path, capsys, grey):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (23, 37) if grey else (23, 37, 3)).astype(np.uint8)
+    source = save_image(image, tmp_path / "in.png")
+    assert cli.main(["encode", str(source), str(tmp_path / "x.llcc"), "--lossless"]) == 0
+    assert cli.main(["decode", str(tmp_path / "x.llcc"), str(tmp_path / "out.png")]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), image)
+    damaged = bytearray((tmp_path / "x.llcc").read_bytes())
+    damaged[-10] ^= 1
+    (tmp_path / "bad.llcc").write_bytes(bytes(damaged))
+    capsys.readouterr()
+    assert cli.main(["decode", str(tmp_path / "bad.llcc"), str(tmp_path / "o2.png")]) == 2
+    _one_error_line(capsys, "bad.llcc")
+    assert not (tmp_path / "o2.png").exists() and _leftovers(tmp_path) == []
+
+
+def test_encode_needs_either_a_quality_or_lossless(photo_png, tmp_path, capsys):
+    for options in ([], ["--quality", "1", "--lossless"], ["--lossless", "--effort", "1"]):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["encode", str(photo_png), str(tmp_path / "x"), *options])
+        assert stop.value.code == 2
+        assert "--lossless" in capsys.readouterr().err
