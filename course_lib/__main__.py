@@ -1,6 +1,7 @@
 """Command line of the course's learned codec.
 
-    python -m course_lib encode in.png out.licc --quality 1.5
+    python -m course_lib encode in.png out.licc --quality 1.5 [--effort 1]
+    python -m course_lib encode in.png out.llcc --lossless
     python -m course_lib decode in.licc out.png
     python -m course_lib train --run-dir runs/msh          (see course_lib.codec_training)
     python -m course_lib export --run-dir runs/msh --out weights/codec/mean-scale-vr.pt
@@ -34,13 +35,28 @@ def _encode(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m course_lib encode")
     p.add_argument("input", type=Path, help="an image file (PNG, JPEG, ...)")
     p.add_argument("output", type=Path, help="the compressed file to write")
-    p.add_argument("--quality", type=float, required=True,
+    p.add_argument("--quality", type=float, default=None,
                    help="rate setting: 0 (smallest files) .. 3 (best quality), fractions allowed")
+    p.add_argument("--lossless", action="store_true",
+                   help="the course's predictive lossless coder (course_lib.codecs.lossless): "
+                        "the exact pixels back; greyscale files stay greyscale")
+    p.add_argument("--effort", type=int, default=0, choices=[0, 1, 2],
+                   help="0: fast (default); 1, 2: the encoder searches for better latents for "
+                        "this image, smaller files at the same quality, slower (seconds to "
+                        "minutes); the decoder is the same")
     args = p.parse_args(argv)
+    if args.lossless == (args.quality is not None) or (args.lossless and args.effort):
+        p.error("give --quality (learned lossy codec, with --effort if wished) or --lossless")
     try:
         _check_output(args.input, args.output)
-        image = load_image(args.input)
-        data = learned.compress_image(image, args.quality)
+        if args.lossless:
+            from .codecs import lossless
+
+            image = load_image(args.input, "L" if _is_greyscale(args.input) else "RGB")
+            data = lossless.compress_lossless(image)
+        else:
+            image = load_image(args.input)
+            data = learned.compress_image(image, args.quality, effort=args.effort)
         _write_atomically(args.output, data)
     except (CommandError, ImageError, ValueError, learned.WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -51,12 +67,23 @@ def _encode(argv) -> int:
     return 0
 
 
+def _is_greyscale(path: Path) -> bool:
+    """Whether an image file holds one channel (its pixels then stay one channel)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F")
+    except (OSError, UnidentifiedImageError):
+        return False  # load_image reports the problem
+
+
 def _decode(argv) -> int:
-    from .codecs import learned
+    from .codecs import learned, lossless
     from .images import ImageError, image_file_bytes
 
     p = argparse.ArgumentParser(prog="python -m course_lib decode")
-    p.add_argument("input", type=Path, help="a file written by `encode`")
+    p.add_argument("input", type=Path, help="a file written by `encode` (lossy or lossless)")
     p.add_argument("output", type=Path, help="the image to write (.png keeps it lossless)")
     args = p.parse_args(argv)
     if not args.input.is_file():
@@ -64,9 +91,13 @@ def _decode(argv) -> int:
         return 2
     try:
         _check_output(args.input, args.output)
-        image = learned.decompress_image(args.input.read_bytes())
+        data = args.input.read_bytes()
+        if data[:4] == lossless.MAGIC:
+            image = lossless.decompress_lossless(data)
+        else:
+            image = learned.decompress_image(data)
         _write_atomically(args.output, image_file_bytes(image, args.output.suffix))
-    except (learned.CodecFileError, learned.WeightsError) as error:
+    except (learned.CodecFileError, lossless.LosslessFileError, learned.WeightsError) as error:
         print(f"error: {args.input}: {error}", file=sys.stderr)
         return 2
     except (CommandError, ImageError) as error:

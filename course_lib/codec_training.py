@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import datasets
 from .codecs.learned import build_model, save_weights
-from .models import LAMBDAS, RateDistortionLoss, split_parameters
+from .models import LAMBDAS, CheckerboardMeanScale, RateDistortionLoss, split_parameters
 from .train import mixed_precision_dtype, pick_device, train, unwrap
 
 DEFAULT_LAMBDAS = (LAMBDAS[0], LAMBDAS[2], LAMBDAS[4], LAMBDAS[6])
@@ -41,7 +41,9 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoint and log")
     p.add_argument("--architecture", default="mean-scale",
-                   choices=["hyperprior", "mean-scale"])
+                   choices=["hyperprior", "mean-scale", "checkerboard"],
+                   help="checkerboard: the mean-scale hyperprior with a checkerboard context "
+                        "model; --init may then name mean-scale weights of the same size")
     p.add_argument("--channels", type=int, default=128, help="channels N of the transforms")
     p.add_argument("--latent-channels", type=int, default=192, help="channels M of y")
     p.add_argument("--lambdas", default=",".join(map(str, DEFAULT_LAMBDAS)),
@@ -62,6 +64,10 @@ def parser() -> argparse.ArgumentParser:
                         "bfloat16, AVX512-BF16 or AMX, about doubles the speed there)")
     p.add_argument("--init", type=Path, default=None,
                    help="start a new run from these weights (e.g. the shipped ones)")
+    p.add_argument("--downscale", type=float, nargs=2, default=None,
+                   metavar=("PROBABILITY", "SMALLEST"),
+                   help="crop this share of the patches from copies of the images shrunk by a "
+                        "random factor down to SMALLEST (e.g. 0.5 0.5)")
     p.add_argument("--images", type=int, default=None,
                    help="use only the first N training images (quick tests)")
     return p
@@ -111,7 +117,8 @@ def main(argv=None) -> None:
         saved.write_text(json.dumps(config, indent=2) + "\n")
 
     paths = datasets.training_paths()[: args.images]
-    dataset = datasets.PatchDataset(paths, args.patch_size, train=True)
+    dataset = datasets.PatchDataset(paths, args.patch_size, train=True,
+                                    downscale=tuple(args.downscale) if args.downscale else None)
     sampler = DistributedSampler(dataset, seed=args.seed) if world_size > 1 else None
     generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None,
@@ -122,10 +129,16 @@ def main(argv=None) -> None:
     model = build_model(config)
     if args.init is not None and not (run / "checkpoint.pt").is_file():
         initial = torch.load(args.init, map_location="cpu", weights_only=True)
-        if initial["config"] != config:
+        grown = dict(initial["config"], architecture="checkerboard")
+        if initial["config"] == config:
+            model.load_state_dict(initial["state_dict"])
+        elif config["architecture"] == "checkerboard" and grown == config:
+            # a context model on a trained mean-scale hyperprior: it starts where that was
+            model = CheckerboardMeanScale.from_mean_scale(
+                initial["state_dict"], config["n"], config["m"], config["num_rates"])
+        else:
             raise SystemExit(f"error: {args.init} has another configuration: "
                              f"{initial['config']}")
-        model.load_state_dict(initial["state_dict"])
     model.decoder_quantization = args.decoder_quantization
     main_parameters, aux_parameters = split_parameters(model)
     optimizer = torch.optim.Adam(main_parameters, lr=args.lr)

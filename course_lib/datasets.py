@@ -196,6 +196,11 @@ class PatchDataset(Dataset):
     ``train=True`` a random crop and random horizontal/vertical flips are applied (torchvision
     transforms v2); ``patches_per_image`` lets one epoch visit each image several times.
     Decoded images are kept in memory as uint8 (about 0.3 GB for the full training set).
+
+    ``downscale=(p, smallest)``: with probability ``p`` a training patch is cropped from a
+    copy of the image shrunk by a random factor between ``smallest`` and 1 (antialiased,
+    never below the patch size): the same scene with more detail per pixel, so the model sees
+    a range of scales rather than one camera's.
     """
 
     def __init__(
@@ -204,8 +209,13 @@ class PatchDataset(Dataset):
         patch_size: int = 128,
         train: bool = True,
         patches_per_image: int = 1,
+        downscale: tuple[float, float] | None = None,
     ):
         self.paths = [Path(path) for path in paths]
+        if downscale is not None and not (0 <= downscale[0] <= 1 and 0 < downscale[1] <= 1):
+            raise ValueError(f"downscale=(probability, smallest factor) needs a probability in "
+                             f"[0, 1] and a factor in (0, 1], got {downscale}")
+        self.downscale = downscale if train else None
         if not self.paths:
             raise DatasetError("PatchDataset got no image paths")
         self.patch_size = patch_size
@@ -239,7 +249,18 @@ class PatchDataset(Dataset):
         return self._cache[index]
 
     def __getitem__(self, item: int) -> torch.Tensor:
-        return self.transform(self._image(item % len(self.paths)))
+        image = self._image(item % len(self.paths))
+        if self.downscale is not None and torch.rand(()) < self.downscale[0]:
+            from torchvision.transforms.v2 import functional
+
+            height, width = image.shape[-2:]
+            smallest = max(self.downscale[1], self.patch_size / min(height, width))
+            if smallest < 1:
+                factor = smallest + (1 - smallest) * float(torch.rand(()))
+                size = [max(self.patch_size, round(height * factor)),
+                        max(self.patch_size, round(width * factor))]
+                image = functional.resize(image, size, antialias=True)
+        return self.transform(image)
 
 
 def main() -> None:

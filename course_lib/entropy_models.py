@@ -153,6 +153,15 @@ class EntropyBottleneck(_TableHolder):
                              f"{tuple(values.shape)}")
         return self._likelihood(values)[0]
 
+    def likelihood(self, values: torch.Tensor) -> torch.Tensor:
+        """Bin masses (lower-bounded as in :meth:`forward`) of given values ``(N, C, H, W)``,
+        e.g. latents already quantised (or softly rounded) by the caller."""
+        channels = values.shape[1]
+        flat = values.transpose(0, 1).reshape(channels, 1, -1)
+        likelihood = self._likelihood(flat)[0]
+        likelihood = likelihood.reshape(channels, values.shape[0], *values.shape[2:])
+        return lower_bound(likelihood.transpose(0, 1), LIKELIHOOD_BOUND)
+
     @property
     def medians(self) -> torch.Tensor:
         """(C,) the learned median of each channel."""

@@ -375,15 +375,35 @@ class ScaleHyperprior(CompressionModel):
 
     _hyper_takes_abs = True  # the scale model only needs |y|
 
-    @torch.no_grad()
-    def _encode(self, x: torch.Tensor, rate, tile: int | None):
-        """(y's symbols int32 (1, M, h, w), their table indexes, z) as the encoder codes them.
-        """
+    def relaxed_terms(self, y: torch.Tensor, z: torch.Tensor, rate, relax) -> dict:
+        """The rate–distortion terms of given latents ``y`` and ``z`` with the quantiser
+        ``relax(values, offset)`` (e.g. a soft rounding, or hard rounding to evaluate what the
+        file will cost): ``{"x_hat", "likelihoods"}`` as :meth:`forward` gives them."""
+        z_hat = relax(z, self.entropy_bottleneck.medians.view(1, -1, 1, 1))
+        scales, means = self._entropy_parameters(self.h_s(z_hat))
+        y_hat = relax(y, means if means is not None else 0.0)
+        _, inverse_gain = self._gains(rate)
+        return {"x_hat": self.g_s(y_hat * inverse_gain),
+                "likelihoods": {"y": self.gaussian_conditional.likelihood(y_hat, scales, means),
+                                "z": self.entropy_bottleneck.likelihood(z_hat)}}
+
+    def _start(self, x: torch.Tensor, rate, tile: int | None, latents) -> tuple:
+        """(y, z) to code: the transforms' (``latents`` None) or given ones, e.g. refined by
+        :func:`course_lib.refine.refine_latents`."""
         self._check_input(x, one_image=True)
         self.check_tile(tile)
+        if latents is not None:
+            y, z = (value.detach() for value in latents)
+            return y, z
         gain, _ = self._gains(rate)
         y = self._analysis_tiles(x, gain, tile)
-        z = self._hyper_analysis(y)
+        return y, self._hyper_analysis(y)
+
+    @torch.no_grad()
+    def _encode(self, x: torch.Tensor, rate, tile: int | None, latents=None):
+        """(y's symbols int32 (1, M, h, w), their table indexes, z) as the encoder codes them.
+        """
+        y, z = self._start(x, rate, tile, latents)
         z_hat = quantize(z, "round", self.entropy_bottleneck.medians.view(1, -1, 1, 1))
         conditional = self.gaussian_conditional
         symbols = np.empty(y.shape, dtype=np.int32)  # an image's latents are small integers
@@ -394,14 +414,17 @@ class ScaleHyperprior(CompressionModel):
                                                            means).numpy()
         return symbols, indexes, z
 
-    def compress(self, x: torch.Tensor, rate=None, tile: int | None = None) -> dict:
+    def compress(self, x: torch.Tensor, rate=None, tile: int | None = None,
+                 latents: tuple | None = None) -> dict:
         """One image ``x`` (1, 3, H, W) -> ``{"strings": [y, z], "shape": z's (h, w)}``.
 
         ``x``: floats in [0, 1], or uint8 0..255 (converted a tile at a time, for a big image).
         ``tile``: run the transforms ``tile`` x ``tile`` pixels at a time (a multiple of
         :attr:`multiple`; None: whole), for the same bytes with a fraction of the memory.
+        ``latents``: ``(y, z)`` to code instead of the transforms' own (the encoder's search,
+        :func:`course_lib.refine.refine_latents`); the decoder is the same.
         """
-        symbols, indexes, z = self._encode(x, rate, tile)
+        symbols, indexes, z = self._encode(x, rate, tile, latents)
         y_string = fast.encode_with_indexes(symbols, indexes, self.gaussian_conditional.table())
         return {"strings": [y_string, self.entropy_bottleneck.compress(z)],
                 "shape": tuple(z.shape[-2:])}
@@ -431,10 +454,11 @@ class ScaleHyperprior(CompressionModel):
         y_hat = y_hat.add_(torch.from_numpy(symbols)).float()
         return self._synthesis_tiles(y_hat, inverse_gain, tile)
 
-    def latents(self, x: torch.Tensor, rate=None, tile: int | None = None) -> dict:
+    def latents(self, x: torch.Tensor, rate=None, tile: int | None = None,
+                latents: tuple | None = None) -> dict:
         """Integer symbols of y and z as the encoder codes them, and y's table indexes (for
         tests and notebooks)."""
-        symbols, indexes, z = self._encode(x, rate, tile)
+        symbols, indexes, z = self._encode(x, rate, tile, latents)
         medians = self.entropy_bottleneck.medians.view(1, -1, 1, 1)
         return {"y": torch.from_numpy(symbols), "z": torch.round(z - medians).long(),
                 "indexes": torch.from_numpy(indexes)}
@@ -457,6 +481,211 @@ class MeanScaleHyperprior(ScaleHyperprior):
         return scales, means
 
 
+class MaskedConv2d(nn.Conv2d):
+    """A convolution that sees only the checkerboard's anchors around each position: kernel
+    taps at an odd distance ``|dr| + |dc|`` from the centre (He et al. 2021). At a non-anchor
+    position those are all anchors; the centre and the other non-anchors are masked out."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5):
+        super().__init__(in_channels, out_channels, kernel_size, 1, kernel_size // 2)
+        rows, cols = torch.meshgrid(torch.arange(kernel_size), torch.arange(kernel_size),
+                                    indexing="ij")
+        mask = ((rows + cols - 2 * (kernel_size // 2)) % 2 == 1).to(self.weight.dtype)
+        self.register_buffer("mask", mask.expand_as(self.weight).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.mask.to(self.weight.dtype), self.bias)
+
+
+def anchor_mask(height: int, width: int) -> torch.Tensor:
+    """(height, width) booleans, True at the checkerboard's anchors: ``(row + col)`` even."""
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return (rows + cols) % 2 == 0
+
+
+class CheckerboardMeanScale(MeanScaleHyperprior):
+    """The mean–scale hyperprior with a checkerboard context model (He et al. 2021).
+
+    The latents are coded in two passes. The *anchors* (half of the positions, a checkerboard)
+    get their means and scales from the hyperprior alone; the other half then also sees the
+    decoded anchors around it, through a masked 5 x 5 convolution (:class:`MaskedConv2d`), and
+    predicts its own means and scales better: neighbouring latents are correlated in ways the
+    hyperprior, at 1/4 of y's resolution, cannot describe. Both passes are a few convolutions
+    over the whole grid, so the decoder stays parallel (unlike Minnen et al.'s serial context
+    model, one network call per latent).
+
+    The entropy parameters are ``h_s``'s output plus a correction
+    ``entropy_parameters(cat(h_s output, context))`` whose last layer starts at zero: a model
+    made from a trained :class:`MeanScaleHyperprior` (:meth:`from_mean_scale`) starts exactly
+    where that model was, and training only adds what the context is worth.
+    The y stream is two streams, anchors then the rest.
+    """
+
+    def __init__(self, n: int = 128, m: int = 192, num_rates: int = 1):
+        super().__init__(n, m, num_rates)
+        self.context_prediction = MaskedConv2d(m, 2 * m, 5)
+        self.entropy_parameters = nn.Sequential(
+            nn.Conv2d(4 * m, 3 * m, 1), nn.LeakyReLU(inplace=True), nn.Conv2d(3 * m, 2 * m, 1))
+        nn.init.zeros_(self.entropy_parameters[-1].weight)
+        nn.init.zeros_(self.entropy_parameters[-1].bias)
+
+    @classmethod
+    def from_mean_scale(cls, state_dict: dict, n: int, m: int, num_rates: int = 1):
+        """This model with the transforms and hyperprior of a trained mean–scale model."""
+        model = cls(n, m, num_rates)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        new = ("context_prediction.", "entropy_parameters.")
+        if unexpected or any(not key.startswith(new) for key in missing):
+            raise ValueError(f"not a mean-scale hyperprior's state: missing {missing}, "
+                             f"unexpected {unexpected}")
+        return model
+
+    def _parameters_with_context(self, hyper: torch.Tensor, context: torch.Tensor | None):
+        """(scales, means) from ``h_s``'s output and the anchors' context (None: anchors)."""
+        if context is None:
+            context = torch.zeros_like(hyper)
+        correction = self.entropy_parameters(torch.cat([hyper, context], dim=1))
+        return (hyper + correction).chunk(2, dim=1)
+
+    def forward(self, x: torch.Tensor, rate=None) -> dict:
+        self._check_input(x)
+        y, z = self._analysis(x, rate)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        hyper = self.h_s(z_hat)
+        anchors = anchor_mask(*y.shape[-2:]).to(y.device)
+        scales_a, means_a = self._parameters_with_context(hyper, None)
+        # the anchors as the decoder has them (rounded around their means), the rest zero
+        y_anchors = quantize(y, "ste", means_a) * anchors
+        context = self.context_prediction(y_anchors)
+        scales_n, means_n = self._parameters_with_context(hyper, context)
+        scales = torch.where(anchors, scales_a, scales_n)
+        means = torch.where(anchors, means_a, means_n)
+        y_noisy, y_likelihoods = self.gaussian_conditional(y, scales, means)
+        _, inverse_gain = self._gains(rate)
+        x_hat = self.g_s(self._decoder_input(y, y_noisy, means) * inverse_gain)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    def relaxed_terms(self, y: torch.Tensor, z: torch.Tensor, rate, relax) -> dict:
+        """As :meth:`ScaleHyperprior.relaxed_terms`, in the checkerboard's two passes."""
+        z_hat = relax(z, self.entropy_bottleneck.medians.view(1, -1, 1, 1))
+        hyper = self.h_s(z_hat)
+        anchors = anchor_mask(*y.shape[-2:]).to(y.device)
+        scales_a, means_a = self._parameters_with_context(hyper, None)
+        y_anchors = relax(y, means_a) * anchors
+        context = self.context_prediction(y_anchors)
+        scales_n, means_n = self._parameters_with_context(hyper, context)
+        means = torch.where(anchors, means_a, means_n)
+        scales = torch.where(anchors, scales_a, scales_n)
+        y_hat = torch.where(anchors, y_anchors, relax(y, means_n))
+        _, inverse_gain = self._gains(rate)
+        return {"x_hat": self.g_s(y_hat * inverse_gain),
+                "likelihoods": {"y": self.gaussian_conditional.likelihood(y_hat, scales, means),
+                                "z": self.entropy_bottleneck.likelihood(z_hat)}}
+
+    def _hyper_whole(self, z_hat: torch.Tensor, tile: int | None) -> torch.Tensor:
+        """``h_s(z_hat)`` for the whole grid, float64 on the CPU, computed in tiles."""
+        factor, _, _ = tile_geometry(self.h_s)
+        hyper = torch.empty(1, 2 * self.m, z_hat.shape[-2] * factor, z_hat.shape[-1] * factor,
+                            dtype=torch.float64)
+        h_s = copy.deepcopy(self.h_s).to("cpu", torch.float64)
+        z_hat = z_hat.detach().to("cpu", torch.float64)
+        for rows, cols, piece in run_in_tiles(h_s, lambda r, c: z_hat[..., r, c],
+                                              z_hat.shape[-2:], _tile_cells(tile, self.multiple)):
+            hyper[..., rows, cols] = piece
+        return hyper
+
+    def _pass_parameters(self, hyper: torch.Tensor, y_anchors: torch.Tensor | None,
+                         part: torch.Tensor):
+        """(scales, means) at the positions ``part`` (a (h, w) mask) in row-major order, each
+        ``(1, M, count)``: the anchors' pass (``y_anchors`` None) or the others' (the decoded
+        anchors, zero elsewhere). Float64 on the CPU, as matrix products over bands of rows
+        (the memory of a band's context stays small), with the masked convolution's anchor
+        taps only and only at the positions of the pass."""
+        m, (height, width) = self.m, hyper.shape[-2:]
+        conv = self.context_prediction
+        taps = conv.mask[0, 0].flatten().nonzero().flatten()
+        size, halo = conv.kernel_size[0], conv.kernel_size[0] // 2
+        context_weight = conv.weight.detach().double().flatten(2)[:, :, taps].flatten(1)
+        first, second = self.entropy_parameters[0], self.entropy_parameters[-1]
+        w1, b1 = first.weight.detach().double().flatten(1), first.bias.detach().double()
+        w2, b2 = second.weight.detach().double().flatten(1), second.bias.detach().double()
+        slope = self.entropy_parameters[1].negative_slope
+        band = max(1, 4096 // width)
+        outputs = []
+        for top in range(0, height, band):
+            bottom = min(top + band, height)
+            where = part[top:bottom].flatten().nonzero().flatten()
+            piece = hyper[0, :, top:bottom].flatten(1)[:, where]  # (2M, count)
+            if y_anchors is None:
+                context = torch.zeros_like(piece)
+            else:
+                rows = y_anchors[0, :, max(top - halo, 0) : min(bottom + halo, height)]
+                rows = torch.nn.functional.pad(
+                    rows, (halo, halo, halo - (top - max(top - halo, 0)),
+                           halo - (min(bottom + halo, height) - bottom)))
+                patches = torch.nn.functional.unfold(rows[None], size)  # (1, M * size², n)
+                patches = patches.view(m, size * size, -1)[:, taps][..., where].flatten(0, 1)
+                context = context_weight @ patches + conv.bias.detach().double()[:, None]
+            hidden = torch.nn.functional.leaky_relu(w1 @ torch.cat([piece, context]) +
+                                                    b1[:, None], slope)
+            outputs.append(piece + w2 @ hidden + b2[:, None])
+        scales, means = torch.cat(outputs, dim=1)[None].chunk(2, dim=1)
+        return scales, means
+
+    @torch.no_grad()
+    def _encode(self, x: torch.Tensor, rate, tile: int | None, latents=None):
+        y, z = self._start(x, rate, tile, latents)
+        z_hat = quantize(z, "round", self.entropy_bottleneck.medians.view(1, -1, 1, 1))
+        hyper = self._hyper_whole(z_hat, tile)
+        y = y.cpu().double()
+        anchors = anchor_mask(*y.shape[-2:])
+        conditional = self.gaussian_conditional
+        symbols = np.empty(y.shape, dtype=np.int32)
+        indexes = np.empty(y.shape, dtype=conditional.index_dtype)
+        y_anchors = torch.zeros_like(y)
+        for part, context in ((anchors, None), (~anchors, y_anchors)):
+            scales, means = self._pass_parameters(hyper, context, part)
+            values = conditional.symbols(y[..., part], means)
+            symbols[..., part.numpy()] = values.numpy()
+            indexes[..., part.numpy()] = conditional.indexes(scales)
+            if context is None:  # the anchors exactly as the decoder will have them
+                y_anchors[..., part] = values.double() + means
+        return symbols, indexes, z
+
+    def compress(self, x: torch.Tensor, rate=None, tile: int | None = None,
+                 latents: tuple | None = None) -> dict:
+        """One image -> ``{"strings": [y anchors, y others, z], "shape": z's (h, w)}``; as in
+        :meth:`ScaleHyperprior.compress`."""
+        symbols, indexes, z = self._encode(x, rate, tile, latents)
+        anchors = anchor_mask(*symbols.shape[-2:]).numpy()
+        table = self.gaussian_conditional.table()
+        strings = [fast.encode_with_indexes(symbols[..., part], indexes[..., part], table)
+                   for part in (anchors, ~anchors)]
+        return {"strings": [*strings, self.entropy_bottleneck.compress(z)],
+                "shape": tuple(z.shape[-2:])}
+
+    @torch.no_grad()
+    def decompress_tiles(self, strings: list[bytes], shape, rate=None, tile: int | None = None):
+        """As :meth:`ScaleHyperprior.decompress_tiles`, in the two passes of the checkerboard.
+        """
+        if len(strings) != 3:
+            raise ValueError("a checkerboard stream has three parts (y anchors, y others, z)")
+        self.check_tile(tile)
+        _, inverse_gain = self._gains(rate)
+        z_hat = self.entropy_bottleneck.decompress(strings[2], (1, self.n, *shape))
+        hyper = self._hyper_whole(z_hat, tile)
+        anchors = anchor_mask(*hyper.shape[-2:])
+        conditional = self.gaussian_conditional
+        table = conditional.table()
+        y_hat = torch.zeros(1, self.m, *hyper.shape[-2:], dtype=torch.float64)
+        for part, y_anchors in ((anchors, None), (~anchors, y_hat)):
+            scales, means = self._pass_parameters(hyper, y_anchors, part)
+            symbols = fast.decode_with_indexes(strings[0 if y_anchors is None else 1],
+                                               conditional.indexes(scales), table)
+            y_hat[..., part] = torch.from_numpy(symbols).double() + means
+        return self._synthesis_tiles(y_hat.float(), inverse_gain, tile)
+
+
 def split_parameters(model: nn.Module) -> tuple[list, list]:
     """(main parameters, the entropy bottleneck's quantiles): the two optimisers' shares."""
     main, quantiles = [], []
@@ -466,7 +695,7 @@ def split_parameters(model: nn.Module) -> tuple[list, list]:
 
 
 MODELS = {"factorized": FactorizedPrior, "hyperprior": ScaleHyperprior,
-          "mean-scale": MeanScaleHyperprior}
+          "mean-scale": MeanScaleHyperprior, "checkerboard": CheckerboardMeanScale}
 
 
 def rate_bits(likelihoods: dict) -> torch.Tensor:

@@ -79,7 +79,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import weights
+from .. import refine, weights
 from ..entropy.errors import DecodeError
 from ..images import ImageError, check_pixel_count, pad_to_multiple, to_uint8
 from ..models import MODELS, CompressionModel
@@ -91,6 +91,7 @@ _HEADER = struct.Struct(">4sBB8sHHBBHB")
 _CRC = struct.Struct(">I")
 
 DEFAULT_TILE = 512  # pixels: see "Memory" in the module docstring
+EFFORT_MAX_PIXELS = 4_000_000  # effort > 0 holds the whole image's activations and gradients
 
 # Model ids are part of the file format: append, never reorder.
 SHIPPED_MODELS = ("mean-scale-vr",)
@@ -186,16 +187,38 @@ def _rate_range(model: CompressionModel) -> tuple[float, float]:
     return 0.0, float(getattr(model, "num_rates", 1) - 1)
 
 
+def lambda_at(config: dict, quality: float) -> float:
+    """The rate–distortion trade-off λ a model was trained for at rate setting ``quality``
+    (fractional settings: the geometric interpolation of their neighbours' λ, as the gains)."""
+    lambdas = config.get("lambdas")
+    if not lambdas:
+        raise WeightsError("these weights do not record the λ they were trained for "
+                           "(config['lambdas']); effort > 0 needs it")
+    low = min(int(quality), len(lambdas) - 2) if len(lambdas) > 1 else 0
+    if len(lambdas) == 1:
+        return float(lambdas[0])
+    weight = quality - low
+    return float(np.exp((1 - weight) * np.log(lambdas[low]) + weight * np.log(lambdas[low + 1])))
+
+
 def compress_image(image: np.ndarray, quality: float, loaded: LoadedModel | None = None, *,
-                   tile: int | None = DEFAULT_TILE) -> bytes:
+                   tile: int | None = DEFAULT_TILE, effort: int = 0) -> bytes:
     """uint8 RGB ``(H, W, 3)`` -> bytes of a complete file at rate setting ``quality``.
 
     ``tile``: the transforms run on tiles of this many pixels square (a multiple of the
     model's :attr:`~course_lib.models.CompressionModel.multiple`, 64 for the shipped one; None:
     the whole image at once); the file is the same (see the module docstring).
+    ``effort``: 0 codes the latents of the analysis transform (fast); 1 and 2 search for
+    better latents for this image (:mod:`course_lib.refine`: :data:`~course_lib.refine.
+    EFFORT_STEPS` steps, each a pass of the synthesis transform forwards and backwards), for
+    smaller files at the same quality; images of at most :data:`EFFORT_MAX_PIXELS` pixels.
+    The decoder is the same for every effort.
     """
     loaded = loaded or load_shipped()
     loaded.model.check_tile(tile)
+    if isinstance(effort, bool) or effort not in range(len(refine.EFFORT_STEPS)):
+        raise ValueError(f"effort must be one of 0..{len(refine.EFFORT_STEPS) - 1}, "
+                         f"got {effort!r}")
     array = np.asarray(image)
     if array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 4):
         raise ImageError("this codec codes RGB images: convert greyscale or RGBA first "
@@ -215,7 +238,18 @@ def compress_image(image: np.ndarray, quality: float, loaded: LoadedModel | None
     x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
     x, (pad_h, pad_w) = pad_to_multiple(x, loaded.model.multiple)
     rate = quality if high > 0 else None
-    result = loaded.model.compress(x, rate, tile)
+    options = {}
+    if effort:
+        if not hasattr(loaded.model, "relaxed_terms"):
+            raise ValueError(f"{loaded.name} has no encoder search: use effort=0")
+        if height * width > EFFORT_MAX_PIXELS:
+            raise ImageError(f"effort {effort} searches over the whole image at once and takes "
+                             f"images of at most {EFFORT_MAX_PIXELS:,} pixels (this one has "
+                             f"{height * width:,}); use effort=0 or code it in parts")
+        options["latents"], _ = refine.refine_latents(
+            loaded.model, x.float() / 255.0, rate, lambda_at(loaded.config, quality),
+            refine.EFFORT_STEPS[effort], size=(height, width))
+    result = loaded.model.compress(x, rate, tile, **options)
     streams = result["strings"]
     header = _HEADER.pack(MAGIC, VERSION, model_id, bytes.fromhex(loaded.sha256[:16]), height,
                           width, pad_h, pad_w, round(quality * 1000), len(streams))
