@@ -224,3 +224,33 @@ def test_downscaled_crops_have_the_detail_of_a_smaller_copy(tmp_path):
     assert all(shrunk[0].shape == (3, 64, 64) for _ in range(4))
     with pytest.raises(ValueError, match="downscale"):
         datasets.PatchDataset([path], 64, downscale=(2.0, 0.5))
+
+
+def test_the_gpu_preset_fills_in_options_that_the_command_line_does_not_give():
+    args = codec_training.parse_arguments(["--run-dir", "r", "--preset", "gpu"])
+    preset = codec_training.PRESETS["gpu"]
+    assert (args.architecture, args.patch_size, args.batch_size, args.steps, args.amp,
+            args.minutes) == ("checkerboard", 256, 16, 8000, True, 10.0) == (
+        preset["architecture"], preset["patch_size"], preset["batch_size"], preset["steps"],
+        preset["amp"], preset["minutes"])
+    mine = codec_training.parse_arguments(["--run-dir", "r", "--preset", "gpu", "--steps", "5",
+                                           "--no-amp"])
+    assert (mine.steps, mine.amp, mine.patch_size) == (5, False, 256)
+    plain = codec_training.parse_arguments(["--run-dir", "r"])
+    assert plain.architecture == "mean-scale" and plain.minutes is None
+
+
+def test_the_gpu_preset_runs_its_logic_on_a_cpu(tmp_path, monkeypatch):
+    """The preset's command with the GPU-only parts overridden (device, bfloat16, size), the
+    shipped weights as its start and a time budget that stops it after the first step."""
+    monkeypatch.setenv("COURSE_FAST", "1")
+    run = tmp_path / "run"
+    codec_training.main(["--run-dir", str(run), "--preset", "gpu", "--device", "cpu",
+                         "--no-amp", "--batch-size", "1", "--patch-size", "64", "--images",
+                         "2", "--workers", "0", "--minutes", "1e-6"])
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == 1  # stopped by --minutes, with a checkpoint to resume
+    shipped = torch.load(learned.weights.path("codec/mean-scale-vr.pt"), weights_only=True)
+    start = shipped["state_dict"]["g_s.6.weight"].float()
+    trained = checkpoint["model"]["g_s.6.weight"]
+    assert 0 < (trained - start).abs().max() < 0.01  # from the shipped weights, one step on
