@@ -5,6 +5,8 @@
     python -m course_lib decode in.licc out.png
     python -m course_lib train --run-dir runs/msh          (see course_lib.codec_training)
     python -m course_lib export --run-dir runs/msh --out weights/codec/mean-scale-vr.pt
+    python -m course_lib bench --images DIR --out DIR [--codecs learned,jpeg,webp,png,...]
+                                                          (see course_lib.benchmark)
 
 Problems a user can cause (an unreadable image, a damaged file, an output that cannot be
 written or that is the input) end in one line "error: ..." and exit code 2; outputs are
@@ -162,6 +164,10 @@ def _run(argv) -> int:
 
         export(rest)
         return 0
+    if command == "bench":
+        from .benchmark import main as bench_main
+
+        return bench_main(rest)
     print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 
