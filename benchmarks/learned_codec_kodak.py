@@ -1,6 +1,6 @@
 """Benchmark the shipped learned codec on Kodak against the anchor codecs, in one run.
 
-    python benchmarks/learned_codec_kodak.py [--weights FILE] [--images N]
+    python benchmarks/learned_codec_kodak.py [--weights FILE] [--images N] [--efforts 0 1 2]
         [--codecs jpeg webp avif jxl [jpeg2000]] [--out FILE]
 
 For every rate setting of the model and every Kodak image: encode to a real file, measure its
@@ -12,13 +12,17 @@ qualities 5..95; JPEG 2000 only when --codecs names it), are measured on the sam
 the same run. Curves are averaged over the images per setting (CompressAI's convention);
 BD-rates of every codec against every other use pchip over the overlapping PSNR range. Times
 are wall-clock per image after one warm-up, medians over images, with the threads stated.
-The report for the repository: --out benchmarks/results/learned_codec_kodak.txt
+``--efforts 0 1 2`` measures the learned codec at each effort level (the encoder's search for
+latents, course_lib.refine) as curves of their own: "learned" (0), "learned-e1", "learned-e2".
+The report for the repository: --out benchmarks/results/learned_codec_kodak.txt (which also
+writes the curves, BD-rates and learned-codec rows as learned_codec_kodak.json beside it).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import platform
@@ -69,19 +73,23 @@ def timed(function, *args):
     return result, time.perf_counter() - start
 
 
-def measure(loaded, images, quality, stages):
+def measure(loaded, images, quality, stages, effort=0):
     """Means (rates, quality) and medians (times, keys ending in ``_s``) over the images."""
     rows = []
     model = loaded.model
+
+    def encode(image):
+        return learned.compress_image(image, quality, loaded, effort=effort)
+
     for image in images:
         with stage_clock(model, stages) as encode_stages:
-            data, encode_s = timed(learned.compress_image, image, quality, loaded)
+            data, encode_s = timed(encode, image)
         with stage_clock(model, stages) as decode_stages:
             decoded, decode_s = timed(learned.decompress_image, data, loaded)
         height, width = image.shape[:2]
         x = to_tensor(image)
         padded, _ = pad_to_multiple(x, model.multiple)
-        with torch.no_grad():
+        with torch.no_grad():  # (at effort 0: the latents of the file)
             rate = quality if getattr(model, "num_rates", 1) > 1 else None
             estimate = rate_bits(model(padded, rate)["likelihoods"]).item() / (height * width)
         y = to_tensor(decoded)
@@ -97,8 +105,10 @@ def measure(loaded, images, quality, stages):
             for key in rows[0]}
 
 
-def learned_tables(name, points, stages) -> list[str]:
-    lines = [f"learned codec ({name}), by rate setting",
+def learned_tables(name, points, stages, effort=0) -> list[str]:
+    searched = "" if effort == 0 else (f", effort {effort} (estimate: of the transforms' own "
+                                       "latents, not the file's)")
+    lines = [f"learned codec ({name}{searched}), by rate setting",
              f"{'setting':>7s} {'bpp':>6s} {'est.':>6s} {'gap%':>6s} {'PSNR':>6s} "
              f"{'MS-SSIM':>7s} {'enc s':>6s} {'dec s':>6s}"]
     for quality, r in enumerate(points):
@@ -135,19 +145,21 @@ def bd_rate_lines(curves) -> list[str]:
     names = list(curves)
     lines = ["BD-rate in % of each row against each column: pchip over the overlapping PSNR",
              "range; negative = fewer bits at equal PSNR; n/a = no common PSNR range",
-             f"{'':9s}" + "".join(f"{name:>9s}" for name in names)]
+             f"{'':11s}" + "".join(f"{name:>11s}" for name in names)]
     for test in names:
         cells = ["-" if test == reference else "n/a" if math.isnan(table[test, reference])
                  else f"{table[test, reference]:+.1f}" for reference in names]
-        lines.append(f"{test:9s}" + "".join(f"{cell:>9s}" for cell in cells))
-    gaps = []
-    for anchor in ("avif", "jxl"):
-        if anchor in curves:
-            label, value = classical.get_codec(anchor).label, table["learned", anchor]
-            gaps.append(f"no common PSNR range with {label}" if math.isnan(value) else
-                        f"{abs(value):.1f} % {'more' if value > 0 else 'fewer'} bits than {label}")
-    if gaps:
-        lines += ["", f"The learned codec at equal PSNR (BD-rate): {'; '.join(gaps)}."]
+        lines.append(f"{test:11s}" + "".join(f"{cell:>11s}" for cell in cells))
+    for name in (n for n in names if n.startswith("learned")):
+        gaps = []
+        for anchor in ("webp", "avif", "jxl"):
+            if anchor in curves:
+                label, value = classical.get_codec(anchor).label, table[name, anchor]
+                gaps.append(f"no common PSNR range with {label}" if math.isnan(value) else
+                            f"{abs(value):.1f} % {'more' if value > 0 else 'fewer'} bits than "
+                            f"{label}")
+        if gaps:
+            lines += ["", f"{name} at equal PSNR (BD-rate): {'; '.join(gaps)}."]
     return lines
 
 
@@ -158,6 +170,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=24, help="the first N Kodak images")
     parser.add_argument("--codecs", nargs="+", choices=ANCHORS, default=list(DEFAULT_ANCHORS),
                         help="anchor codecs (default: %(default)s; jpeg2000 on request)")
+    parser.add_argument("--efforts", nargs="+", type=int, choices=[0, 1, 2], default=[0],
+                        help="effort levels of the learned codec to measure (default: 0)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
     if not 1 <= args.images <= 24:
@@ -169,11 +183,14 @@ def main() -> None:
     images = [datasets.load_kodak(i) for i in range(1, args.images + 1)]
     started = time.perf_counter()
     learned.decompress_image(learned.compress_image(images[0], 0, loaded), loaded)  # warm-up
-    learned_points = []
-    for quality in range(getattr(loaded.model, "num_rates", 1)):
-        learned_points.append(measure(loaded, images, quality, stages))
-        print(f"learned codec, setting {quality}: {time.perf_counter() - started:.0f} s",
-              flush=True)
+    efforts = list(dict.fromkeys(args.efforts))
+    learned_points = {}
+    for effort in efforts:
+        learned_points[effort] = []
+        for quality in range(getattr(loaded.model, "num_rates", 1)):
+            learned_points[effort].append(measure(loaded, images, quality, stages, effort))
+            print(f"learned codec, effort {effort}, setting {quality}: "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
     anchor_points = {}
     for codec in anchors:
         classical.evaluate(images[0], codec, classical.get_codec(codec).settings[0])  # warm-up
@@ -187,13 +204,17 @@ def main() -> None:
              f"JPEG 2000 1, AVIF and JPEG XL {cores} (all cores)",
              f"weights: {loaded.name} sha256 {loaded.sha256[:16]}… config {loaded.config}",
              f"whole run: {time.perf_counter() - started:.0f} s", ""]
-    lines += learned_tables(loaded.name, learned_points, stages)
+    for effort, points in learned_points.items():
+        lines += [*learned_tables(loaded.name, points, stages, effort), ""]
+    lines.pop()
     for codec, points in anchor_points.items():
         lines += ["", *anchor_table(codec, points)]
     if "jpeg2000" in anchor_points:
         lines += ["", "Note: JPEG 2000 here is OpenJPEG through Pillow (irreversible wavelet, "
                   "rate layers),", "which falls well short of published JPEG 2000 curves."]
-    curves = {"learned": ([r["bpp"] for r in learned_points], [r["psnr"] for r in learned_points])}
+    curves = {"learned" if effort == 0 else f"learned-e{effort}":
+              ([r["bpp"] for r in points], [r["psnr"] for r in points])
+              for effort, points in learned_points.items()}
     curves.update({codec: ([p.bpp for p in points], [p.psnr for p in points])
                    for codec, points in anchor_points.items()})
     lines += ["", *bd_rate_lines(curves)]
@@ -201,6 +222,20 @@ def main() -> None:
     print(report)
     if args.out:
         args.out.write_text(report + "\n")
+        # the same curves for notebooks and plots: OUT with the suffix .json
+        table = bench.bd_rate_matrix(curves)
+        args.out.with_suffix(".json").write_text(json.dumps({
+            "images": len(images), "weights": loaded.name, "sha256": loaded.sha256,
+            "curves": {name: {"bpp": list(map(float, bpp)), "psnr": list(map(float, psnr))}
+                       for name, (bpp, psnr) in curves.items()},
+            "bd_rate": {test: {reference: None if math.isnan(table[test, reference])
+                               else float(table[test, reference])
+                               for reference in curves if reference != test}
+                        for test in curves},
+            "learned": {("learned" if effort == 0 else f"learned-e{effort}"):
+                        [{key: float(value) for key, value in row.items()} for row in points]
+                        for effort, points in learned_points.items()},
+        }, indent=1) + "\n")
 
 
 if __name__ == "__main__":

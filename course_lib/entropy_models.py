@@ -248,7 +248,12 @@ class EntropyBottleneck(_TableHolder):
         (:class:`~course_lib.entropy.DecodeError`) before their table indexes are built: a
         header's shape cannot make it allocate more than the data can hold.
         """
-        self.update()
+        if not self.tables_are_current():
+            raise StaleTablesError(
+                "this entropy model's CDF tables do not match its parameters (they changed "
+                "since the tables were built): the decoder must use exactly the encoder's "
+                "tables, so call model.update() on the encoder's side before saving, or load "
+                "the weights the file was made with")
         table = self.table()
         positions = shape[0] * math.prod(shape[2:])
         check_stream_length(len(data), positions * table.minimum_bits().sum(), "latents")
@@ -256,6 +261,11 @@ class EntropyBottleneck(_TableHolder):
         symbols = fast.decode_with_indexes(data, indexes, table)
         medians = self.medians.cpu().view(1, -1, 1, 1)
         return torch.from_numpy(symbols).to(medians.dtype) + medians
+
+
+class StaleTablesError(RuntimeError):
+    """A decoder asked to decode with CDF tables that no longer match the model's parameters.
+    """
 
 
 class GaussianConditional(_TableHolder):

@@ -175,10 +175,6 @@ class CompressionModel(nn.Module):
         results = [m.update(force) for m in self.modules() if isinstance(m, EntropyBottleneck)]
         return any(results)
 
-    def state_dict(self, *args, **kwargs):
-        self.update()  # a saved model always carries tables that match its parameters
-        return super().state_dict(*args, **kwargs)
-
     def _decoder_input(self, y: torch.Tensor, y_noisy: torch.Tensor, offset) -> torch.Tensor:
         if self.training and self.decoder_quantization == "ste":
             return quantize(y, "ste", offset)

@@ -254,3 +254,34 @@ def test_the_gpu_preset_runs_its_logic_on_a_cpu(tmp_path, monkeypatch):
     start = shipped["state_dict"]["g_s.6.weight"].float()
     trained = checkpoint["model"]["g_s.6.weight"]
     assert 0 < (trained - start).abs().max() < 0.01  # from the shipped weights, one step on
+
+
+def test_state_dict_has_no_side_effects_and_the_decoder_refuses_stale_tables():
+    from course_lib.entropy_models import StaleTablesError
+
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(16, 24).eval()
+    net.update(force=True)
+    x = _smooth((1, 3, 64, 64), seed=5)
+    result = net.compress(x)
+    with torch.no_grad():
+        net.entropy_bottleneck.quantiles.add_(0.5)  # the parameters move, as in training
+    before = net.entropy_bottleneck._cdf_fingerprint.clone()
+    state = net.state_dict()
+    saved = state["entropy_bottleneck._extra_state"]["_cdf_fingerprint"]
+    assert torch.equal(torch.as_tensor(saved), before)  # saving did not rebuild the tables
+    assert not net.entropy_bottleneck.tables_are_current()
+    with pytest.raises(StaleTablesError, match="update"):
+        net.decompress(result["strings"], result["shape"])
+    net.update()
+    assert net.entropy_bottleneck.tables_are_current()
+
+
+@pytest.mark.parametrize("architecture", ["factorized", "mean-scale", "checkerboard"])
+def test_one_image_in_one_image_out(architecture):
+    """The codec API's rule for batches: compress takes one image and decompress gives one."""
+    net = learned.build_model({"architecture": architecture, "n": 8, "m": 12}).eval()
+    with pytest.raises(ValueError, match="one image at a time"):
+        net.compress(torch.rand(2, 3, 64, 64))
+    result = net.compress(torch.rand(1, 3, 64, 64))
+    assert net.decompress(result["strings"], result["shape"]).shape == (1, 3, 64, 64)
