@@ -139,16 +139,18 @@ def test_sga_rounds_between_the_neighbouring_integers_and_becomes_rounding():
     assert (cold[away] - nearest[away]).abs().max() < 1e-6
 
 
-def test_refinement_lowers_the_rounded_cost_of_the_shipped_codec(kodak_image):
+@pytest.mark.parametrize("name", learned.SHIPPED_MODELS)
+def test_refinement_lowers_the_rounded_cost_of_the_shipped_codec(kodak_image, name):
     """Twenty steps of the search on a Kodak crop with the shipped weights: a lower rounded
-    rate–distortion cost than the transforms' latents (100 steps gave 3–7 % on kodim04)."""
-    loaded = learned.load_shipped()
+    rate–distortion cost than the transforms' latents (measured: 0.7 % with the context
+    model, over 1 % with the hyperprior; 100 steps gave 3–7 % on kodim04)."""
+    loaded = learned.load_shipped(name)
     x = torch.from_numpy(kodak_image[:128, :192]).permute(2, 0, 1)[None].float() / 255
     lmbda = learned.lambda_at(loaded.config, 1.0)
     (y, z), history = refine_latents(loaded.model, x, 1.0, lmbda, 20, evaluate_every=5)
     assert [h["step"] for h in history] == [0, 5, 10, 15, 20]
     best = min(h["loss"] for h in history)
-    assert best < 0.99 * history[0]["loss"]
+    assert best < 0.995 * history[0]["loss"]
     with torch.no_grad():
         cost = rd_cost(loaded.model, x, (y, z), 1.0, lmbda)
     assert float(cost["loss"]) == pytest.approx(best, rel=1e-5)

@@ -52,6 +52,7 @@ def shipped(tiny, ship_weights, monkeypatch):
     """The tiny model in place of the shipped one, loaded as that is."""
     ship_weights("codec/mean-scale-vr.pt", tiny.read_bytes())
     monkeypatch.setattr(learned, "_loaded", {})
+    monkeypatch.setattr(learned, "DEFAULT_MODEL", "mean-scale-vr")  # the model of id 0
     return learned.load_shipped()
 
 

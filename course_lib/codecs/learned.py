@@ -93,8 +93,10 @@ _CRC = struct.Struct(">I")
 DEFAULT_TILE = 512  # pixels: see "Memory" in the module docstring
 EFFORT_MAX_PIXELS = 4_000_000  # effort > 0 holds the whole image's activations and gradients
 
-# Model ids are part of the file format: append, never reorder.
-SHIPPED_MODELS = ("mean-scale-vr",)
+# Model ids are part of the file format: append, never reorder. 0: the mean-scale
+# hyperprior; 1: the same with a checkerboard context model (three streams).
+SHIPPED_MODELS = ("mean-scale-vr", "checkerboard-vr")
+DEFAULT_MODEL = "checkerboard-vr"  # what compress_image codes with unless given a model
 
 
 class CodecFileError(ValueError):
@@ -173,9 +175,10 @@ def weights_dir() -> Path:
 _loaded: dict[str, LoadedModel] = {}
 
 
-def load_shipped(name: str = SHIPPED_MODELS[0]) -> LoadedModel:
-    """The shipped model ``name`` (cached), its sha256 checked first (see
-    :mod:`course_lib.weights`)."""
+def load_shipped(name: str | None = None) -> LoadedModel:
+    """The shipped model ``name`` (default :data:`DEFAULT_MODEL`; cached), its sha256
+    checked first (see :mod:`course_lib.weights`)."""
+    name = name or DEFAULT_MODEL
     if name not in SHIPPED_MODELS:
         raise WeightsError(f"unknown model {name!r}; shipped: {SHIPPED_MODELS}")
     if name not in _loaded:

@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
-# Refresh the shipped codec weights from a training run (see README.md in this folder).
+# Refresh a shipped codec model from a training run (see README.md in this folder).
 #
 #   weights/codec/export.sh RUN            a run trained from scratch: its log replaces the log
-#   weights/codec/export.sh RUN STEPS      a run started with --init from the shipped weights,
-#                                          which had STEPS steps: its log is appended, with
-#                                          step and seconds counted on from the previous stages
+#   weights/codec/export.sh RUN STEPS      a run started with --init from shipped weights, which
+#                                          had STEPS steps: its log is appended, with step and
+#                                          seconds counted on from the previous stages
+#   MODEL=checkerboard-vr weights/codec/export.sh RUN STEPS
+#                                          another shipped model (default: mean-scale-vr); its
+#                                          log lives in training/MODEL/ (mean-scale-vr's in
+#                                          training/); FROM=mean-scale-vr starts its log with
+#                                          that model's log (a model grown from it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUN=${1:-runs/msh-vr}
 BEFORE=${2:-}
-python -m course_lib export --run-dir "$RUN" --out weights/codec/mean-scale-vr.pt
-cp "$RUN/config.json" weights/codec/training/
+MODEL=${MODEL:-mean-scale-vr}
+if [ "$MODEL" = mean-scale-vr ]; then LOGS=weights/codec/training; else LOGS=weights/codec/training/$MODEL; fi
+mkdir -p "$LOGS"
+if [ -n "${FROM:-}" ]; then
+    cp weights/codec/training/log.csv "$LOGS/log.csv"  # the stages of the model it grew from
+fi
+python -m course_lib export --run-dir "$RUN" --out "weights/codec/$MODEL.pt"
+cp "$RUN/config.json" "$LOGS/"
 if [ -z "$BEFORE" ]; then
-    cp "$RUN/log.csv" weights/codec/training/
+    cp "$RUN/log.csv" "$LOGS/"
 else
-    python - "$RUN/log.csv" weights/codec/training/log.csv "$BEFORE" <<'PY'
+    python - "$RUN/log.csv" "$LOGS/log.csv" "$BEFORE" <<'PY'
 import csv, sys
 new, old, before = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with open(old, newline="") as f:
@@ -31,4 +42,4 @@ with open(old, "w", newline="") as f:
     writer.writerows(rows)
 PY
 fi
-python -m course_lib.weights record weights/codec/mean-scale-vr.pt weights/codec/training/log.csv
+python -m course_lib.weights record "weights/codec/$MODEL.pt" "$LOGS/log.csv"
