@@ -125,9 +125,10 @@ def learned_format() -> Format:
     bombs = [(f"claims {size}x{size}", fix(set_field(small, 14, ">HHBB", size, size, -size % 64,
                                                      -size % 64)), 0, "refused")
              for size in (65535, 9000, 2048, 512)]
-    # 43 bytes: a header, two streams of one word each, a checksum
+    # 43 bytes: a header, two streams of one word each, a checksum (the hyperprior, id 0)
+    hyperprior = learned.load_shipped(learned.SHIPPED_MODELS[0])
     tiny = struct.pack(">4sBB8sHHBBHBII", b"LICC", learned.VERSION, 0,
-                       bytes.fromhex(loaded.sha256[:16]), 65535, 65535, 1, 1, 1000, 2, 4, 4)
+                       bytes.fromhex(hyperprior.sha256[:16]), 65535, 65535, 1, 1, 1000, 2, 4, 4)
     tiny += b"\1\0\0\0" * 2
     bombs.append(("43 bytes claiming 65535x65535", tiny + zlib.crc32(tiny).to_bytes(4, "big"), 0,
                   "refused"))

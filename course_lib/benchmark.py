@@ -171,7 +171,8 @@ def _learned_codec(effort: int) -> BenchCodec:
               "minutes)")
     return BenchCodec(name, "learned" if effort == 0 else f"learned (effort {effort})", False,
                       (0, 1, 2, 3), "rate setting",
-                      f"the course's learned codec (shipped weights, mean-scale hyperprior), "
+                      f"the course's learned codec (the shipped default model: a hyperprior "
+                      f"with a checkerboard context model), "
                       f"rate settings 0, 1, 2, 3, effort {effort}{search}",
                       encode, decode, default=effort == 0)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from course_lib import repository, weights
+from course_lib.codecs import learned
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REPO = repository.Repository("course-test/course", "main")
@@ -154,7 +155,7 @@ def test_colab_setup_cell_installs_course_lib_from_the_repository(source, work, 
     output = _run([python, "-c", COLAB_KERNEL, work / "setup_cell.py"], colab,
                   work / "elsewhere")
     installed, model = output.splitlines()[-1].split()
-    assert Path(installed).is_relative_to(work / "colab-env") and model == "mean-scale-vr"
+    assert Path(installed).is_relative_to(work / "colab-env") and model == learned.DEFAULT_MODEL
 
 
 def test_binder_post_build_installs_the_checkout(source, work, env, fresh_python):
@@ -165,4 +166,4 @@ def test_binder_post_build_installs_the_checkout(source, work, env, fresh_python
                    "print(course_lib.__file__, learned.load_shipped().name)"],
                   env, work / "elsewhere")
     # an editable install of the checkout: its own weights/ folder, no download
-    assert output.split() == [str(source / "course_lib" / "__init__.py"), "mean-scale-vr"]
+    assert output.split() == [str(source / "course_lib" / "__init__.py"), learned.DEFAULT_MODEL]
