@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
 import constriction
 import numpy as np
 
+from course_lib.bench import cpu_name
 from course_lib.entropy import (
     AdaptiveModel,
     HuffmanCode,
@@ -38,15 +38,6 @@ from course_lib.entropy import (
 from course_lib.entropy.fast import constriction_model
 
 RESULTS = Path(__file__).parent / "results" / "entropy_speed.txt"
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def best_time(function, repeats: int) -> tuple[float, object]:

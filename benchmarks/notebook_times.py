@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import time
@@ -37,21 +36,14 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 
+from course_lib.bench import cpu_name
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 RESULTS = Path(__file__).parent / "results" / "notebook_times.txt"
 MODES = {"fast": "1", "full": "0"}
 SECTION = re.compile(r"^## mode: (\w+)", re.MULTILINE)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in a kernel's traceback
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def commit() -> str:

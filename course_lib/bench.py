@@ -6,7 +6,9 @@ bpp (from real bytes) and the PSNR are measured per image and then averaged over
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
@@ -97,3 +99,13 @@ def bd_rate_matrix(curves: dict) -> dict[tuple[str, str], float]:
             except NoOverlapError:
                 table[test, reference] = float("nan")
     return table
+
+
+def cpu_name() -> str:
+    """The CPU's model name as benchmark reports state it (the machine type if unknown)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()

@@ -543,19 +543,25 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         correction = self.entropy_parameters(torch.cat([hyper, context], dim=1))
         return (hyper + correction).chunk(2, dim=1)
 
+    def _two_passes(self, hyper: torch.Tensor, y: torch.Tensor, round_anchors):
+        """The checkerboard's two passes in training form (convolutions over the whole grid):
+        ``(anchors, scales, means, y_anchors)``, the anchors quantised by
+        ``round_anchors(values, means)`` and zero elsewhere."""
+        anchors = anchor_mask(*y.shape[-2:]).to(y.device)
+        scales_a, means_a = self._parameters_with_context(hyper, None)
+        y_anchors = round_anchors(y, means_a) * anchors
+        context = self.context_prediction(y_anchors)
+        scales_n, means_n = self._parameters_with_context(hyper, context)
+        return (anchors, torch.where(anchors, scales_a, scales_n),
+                torch.where(anchors, means_a, means_n), y_anchors)
+
     def forward(self, x: torch.Tensor, rate=None) -> dict:
         self._check_input(x)
         y, z = self._analysis(x, rate)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        hyper = self.h_s(z_hat)
-        anchors = anchor_mask(*y.shape[-2:]).to(y.device)
-        scales_a, means_a = self._parameters_with_context(hyper, None)
-        # the anchors as the decoder has them (rounded around their means), the rest zero
-        y_anchors = quantize(y, "ste", means_a) * anchors
-        context = self.context_prediction(y_anchors)
-        scales_n, means_n = self._parameters_with_context(hyper, context)
-        scales = torch.where(anchors, scales_a, scales_n)
-        means = torch.where(anchors, means_a, means_n)
+        # the anchors as the decoder has them (rounded around their means)
+        _, scales, means, _ = self._two_passes(self.h_s(z_hat), y,
+                                               lambda v, o: quantize(v, "ste", o))
         y_noisy, y_likelihoods = self.gaussian_conditional(y, scales, means)
         _, inverse_gain = self._gains(rate)
         x_hat = self.g_s(self._decoder_input(y, y_noisy, means) * inverse_gain)
@@ -564,15 +570,8 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
     def relaxed_terms(self, y: torch.Tensor, z: torch.Tensor, rate, relax) -> dict:
         """As :meth:`ScaleHyperprior.relaxed_terms`, in the checkerboard's two passes."""
         z_hat = relax(z, self.entropy_bottleneck.medians.view(1, -1, 1, 1))
-        hyper = self.h_s(z_hat)
-        anchors = anchor_mask(*y.shape[-2:]).to(y.device)
-        scales_a, means_a = self._parameters_with_context(hyper, None)
-        y_anchors = relax(y, means_a) * anchors
-        context = self.context_prediction(y_anchors)
-        scales_n, means_n = self._parameters_with_context(hyper, context)
-        means = torch.where(anchors, means_a, means_n)
-        scales = torch.where(anchors, scales_a, scales_n)
-        y_hat = torch.where(anchors, y_anchors, relax(y, means_n))
+        anchors, scales, means, y_anchors = self._two_passes(self.h_s(z_hat), y, relax)
+        y_hat = torch.where(anchors, y_anchors, relax(y, means))
         _, inverse_gain = self._gains(rate)
         return {"x_hat": self.g_s(y_hat * inverse_gain),
                 "likelihoods": {"y": self.gaussian_conditional.likelihood(y_hat, scales, means),
