@@ -136,6 +136,7 @@ class SubpixelConvTranspose2d(nn.ConvTranspose2d):
         # the offsets i - q that some phase reads: window_low .. window_high
         self.window_low = -((kernel_size - 1 - padding) // stride)
         self.window_high = (stride - 1 + padding) // stride
+        self._phase_cache = None  # (key, phase weight, bias) at inference: see forward
 
     def phase_weight(self) -> torch.Tensor:
         """(out * stride**2, in, window, window): the kernels of all phases, in
@@ -154,10 +155,25 @@ class SubpixelConvTranspose2d(nn.ConvTranspose2d):
         if output_size is not None:
             raise ValueError("the output size is always stride x the input size")
         stride = self.stride[0]
-        bias = None if self.bias is None else self.bias.repeat_interleave(stride * stride)
         window = (-self.window_low, self.window_high) * 2  # F.pad: left, right, top, bottom
-        phases = conv2d_fixed_order(F.pad(x, window), self.phase_weight(), bias)
+        weight, bias = self._phase_parameters()
+        phases = conv2d_fixed_order(F.pad(x, window), weight, bias)
         return F.pixel_shuffle(phases, stride)
+
+    def _phase_parameters(self):
+        """The phase kernels and bias; without autograd they are kept until a parameter
+        changes (``load_state_dict``, ``.to()`` or an optimiser step all bump its version)."""
+        stride = self.stride[0]
+        if torch.is_grad_enabled():
+            self._phase_cache = None
+            bias = None if self.bias is None else self.bias.repeat_interleave(stride * stride)
+            return self.phase_weight(), bias
+        parameters = [self.weight] + ([] if self.bias is None else [self.bias])
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
+        if self._phase_cache is None or self._phase_cache[0] != key:
+            bias = None if self.bias is None else self.bias.repeat_interleave(stride * stride)
+            self._phase_cache = (key, self.phase_weight(), bias)
+        return self._phase_cache[1:]
 
 
 def deconv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2):

@@ -32,6 +32,36 @@ def test_subpixel_transposed_convolution_matches_pytorch(kernel, stride, padding
         torch.testing.assert_close(layer(x), reference(x), rtol=1e-5, atol=1e-5)
 
 
+def test_subpixel_kernels_kept_at_inference_follow_every_change_of_the_weights():
+    """At inference the phase kernels are computed once and kept; loading other weights, an
+    in-place edit, an optimiser step and a change of dtype must each be seen."""
+    torch.manual_seed(3)
+    layer = SubpixelConvTranspose2d(4, 3, 5, 2, 2, 1)
+    reference = torch.nn.ConvTranspose2d(4, 3, 5, 2, 2, 1)
+    x = torch.randn(1, 4, 6, 5)
+
+    def agrees():
+        reference.load_state_dict(layer.state_dict())
+        with torch.no_grad():
+            return torch.allclose(layer(x.to(layer.weight.dtype)),
+                                  reference.to(layer.weight.dtype)(x.to(layer.weight.dtype)),
+                                  rtol=1e-5, atol=1e-5)
+
+    assert agrees()
+    layer.load_state_dict(torch.nn.ConvTranspose2d(4, 3, 5, 2, 2, 1).state_dict())
+    assert agrees()
+    with torch.no_grad():
+        layer.weight.mul_(-2.0)
+        layer.bias.add_(1.0)
+    assert agrees()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    layer(x).square().sum().backward()
+    optimizer.step()
+    assert agrees()
+    layer.double()
+    assert agrees()
+
+
 def test_subpixel_transposed_convolution_refuses_other_output_sizes():
     with pytest.raises(ValueError, match="stride x input"):
         SubpixelConvTranspose2d(3, 3, 5, 2, 2, 0)  # would make 2 H - 1 rows
