@@ -5,9 +5,11 @@ It prints a table and writes it to benchmarks/results/fuzz_decoders.txt. ``--mut
 --json`` is the short, seeded run of ``tests/test_fuzz.py``.
 
 Formats: the learned codec's files (:mod:`course_lib.codecs.learned`, the shipped model),
-mini-JPEG, latent files (notebook 03's, decoded by a small autoencoder), the readable rANS
-(:mod:`course_lib.entropy.rans`), notebook 06's readable stream format, the fast path
-(:mod:`course_lib.entropy.fast`), Huffman data and PackBits. For each, from a few valid files:
+the learned lossless coder's files (:mod:`course_lib.codecs.lossless_learned`, which hold a
+predictive LLCC file for their coarsest image), mini-JPEG, latent files (notebook 03's,
+decoded by a small autoencoder), the readable rANS (:mod:`course_lib.entropy.rans`),
+notebook 06's readable stream format, the fast path (:mod:`course_lib.entropy.fast`),
+Huffman data and PackBits. For each, from a few valid files:
 
 - ``mutation``: random damage (flipped bits, overwritten, inserted, deleted or repeated bytes),
   once with the file's checksum as damaged (``kept``) and once recomputed (``fixed``: the damage
@@ -43,7 +45,7 @@ import numpy as np
 import torch
 
 from course_lib import autoencoders, rd_demos
-from course_lib.codecs import learned
+from course_lib.codecs import learned, lossless_learned
 from course_lib.codecs import mini_jpeg as mj
 from course_lib.entropy import (
     AdaptiveModel,
@@ -152,6 +154,20 @@ def mini_jpeg_format() -> Format:
                   bombs)
 
 
+def lossless_learned_format() -> Format:
+    files = [lossless_learned.compress_learned(_photo(20, 28, 6)),
+             lossless_learned.compress_learned(_photo(13, 9, 7)[..., 1], levels=2),
+             lossless_learned.compress_learned(_photo(17, 16, 8), levels=1)]
+    fields = [(4, ">B"), (5, ">B"), (6, ">B"), (7, ">B"), (8, ">I"), (12, ">I"), (16, ">I"),
+              (20, ">I")]
+    fix = _with_crc("big")
+    bombs = [(f"claims {size}x{size}", fix(set_field(files[0], 8, ">II", size, size)), 0,
+              "refused") for size in (65535, 9000, 2048)]
+    decode = lossless_learned.decompress_learned
+    return Format("learned lossless", lossless_learned.LosslessFileError, files,
+                  [decode] * len(files), True, fix, fields, bombs)
+
+
 def latent_format() -> Format:
     torch.manual_seed(0)
     model = autoencoders.StridedAutoencoder(latent_channels=4, downsamplings=2, channels=8)
@@ -247,7 +263,8 @@ def packbits_format() -> Format:
     return Format("PackBits", DecodeError, files, decoders, False, None, [], bombs)
 
 
-FORMATS = {"learned": learned_format, "mini-jpeg": mini_jpeg_format, "latents": latent_format,
+FORMATS = {"learned": learned_format, "lossless-learned": lossless_learned_format,
+           "mini-jpeg": mini_jpeg_format, "latents": latent_format,
            "rans": rans_format, "readable": readable_stream_format, "fast": fast_format,
            "huffman": huffman_format, "packbits": packbits_format}
 

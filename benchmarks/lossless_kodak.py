@@ -1,4 +1,4 @@
-"""Benchmark the lossless codecs on Kodak in one run: PNG, WebP, JPEG XL and the course's coder.
+"""Benchmark the lossless codecs on Kodak in one run: PNG, WebP, JPEG XL and the course's coders.
 
     python benchmarks/lossless_kodak.py [--images N] [--out FILE]
 
@@ -7,15 +7,18 @@ back bit for bit, and measure bits per subpixel (``8 * bytes / (H * W * 3)``, he
 and the wall-clock encode and decode times. The anchors are set up as BENCHMARK_CONVENTIONS.md
 asks: PNG with ``optimize=True``, WebP lossless with ``method=6, quality=100`` (its slowest,
 smallest setting), JPEG XL lossless with ``effort=7`` (when ``pillow-jxl-plugin`` is installed),
-all through :mod:`course_lib.codecs.classical`; the course's coder is
-:mod:`course_lib.codecs.lossless` with its defaults. Times follow one warm-up per codec; the
+all through :mod:`course_lib.codecs.classical`; the course's coders are the predictive one,
+:mod:`course_lib.codecs.lossless`, and the learned one, :mod:`course_lib.codecs.lossless_learned`
+(shipped model), both with their defaults. Times follow one warm-up per codec; the
 table gives the mean and the median over images. The report is printed and written to
-``--out`` (default ``benchmarks/results/lossless_kodak.txt``).
+``--out`` (default ``benchmarks/results/lossless_kodak.txt``), the numbers also as JSON beside
+it (``.json``: what notebook 09 reads).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -23,9 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from course_lib import datasets
-from course_lib.codecs import classical, lossless
+from course_lib.codecs import classical, lossless, lossless_learned
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "lossless_kodak.txt"
 
@@ -39,6 +43,8 @@ CODECS = {
     "WebP lossless (method 6)": classical_codec("webp_lossless"),
     "JPEG XL lossless (effort 7)": classical_codec("jxl_lossless"),
     "course predictive coder": (lossless.compress_lossless, lossless.decompress_lossless),
+    "course learned coder": (lossless_learned.compress_learned,
+                             lossless_learned.decompress_learned),
 }
 
 
@@ -74,8 +80,8 @@ def report(results: dict[str, list[dict]], names: list[str], header: list[str]) 
         lines.append(f"{codec:28s} {bpsp:6.3f} {100 * (bpsp / png - 1):+6.1f}% "
                      f"{np.mean(encode):10.3f} {np.median(encode):7.3f} "
                      f"{np.mean(decode):10.3f} {np.median(decode):7.3f}")
-    short = {codec: codec.split(" (")[0].replace("course predictive coder", "course")
-             for codec in results}
+    short = {codec: codec.split(" (")[0].replace("course predictive coder", "course LLCC")
+             .replace("course learned coder", "course learned") for codec in results}
     lines += ["", "bits per subpixel by image",
               f"{'image':>8s}" + "".join(f"{short[c]:>18s}" for c in results)]
     for index, name in enumerate(names):
@@ -91,6 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.images <= 24:
         parser.error(f"--images must be 1..24 (Kodak has 24 images), got {args.images}")
+    torch.set_num_threads(1)
     codecs = dict(CODECS)
     skipped = []
     if not jpeg_xl_available():
@@ -111,7 +118,7 @@ def main() -> None:
         "compared bit for bit",
         f"CPU ({platform.processor() or platform.machine()}, {cores} cores available; load "
         f"average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end); "
-        "PNG, WebP and the course's coder use one thread, JPEG XL all cores",
+        "PNG, WebP and the course's coders use one thread, JPEG XL all cores",
         f"whole run: {time.perf_counter() - started:.0f} s; bpsp = bits per subpixel, mean "
         "over images; times per image after one warm-up",
     ]
@@ -121,6 +128,14 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
+    summary = {"images": names, "header": header, "codecs": {
+        codec: {"bpsp": float(np.mean([r["bpsp"] for r in rows])),
+                "encode_s_median": float(np.median([r["encode_s"] for r in rows])),
+                "decode_s_median": float(np.median([r["decode_s"] for r in rows])),
+                "decode_s_max": float(np.max([r["decode_s"] for r in rows])),
+                "bpsp_by_image": [r["bpsp"] for r in rows]}
+        for codec, rows in results.items()}}
+    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

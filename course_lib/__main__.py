@@ -2,6 +2,7 @@
 
     python -m course_lib encode in.png out.licc --quality 1.5 [--effort 1]
     python -m course_lib encode in.png out.llcc --lossless
+    python -m course_lib encode in.png out.llcl --lossless --learned
     python -m course_lib decode in.licc out.png
     python -m course_lib train --run-dir runs/msh          (see course_lib.codec_training)
     python -m course_lib export --run-dir runs/msh --out weights/codec/mean-scale-vr.pt
@@ -42,6 +43,10 @@ def _encode(argv) -> int:
     p.add_argument("--lossless", action="store_true",
                    help="the course's predictive lossless coder (course_lib.codecs.lossless): "
                         "the exact pixels back; greyscale files stay greyscale")
+    p.add_argument("--learned", action="store_true",
+                   help="with --lossless: the learned lossless coder "
+                        "(course_lib.codecs.lossless_learned, notebook 09); on Kodak its "
+                        "files are 5 %% larger than the default's and it is slower")
     p.add_argument("--effort", type=int, default=0, choices=[0, 1, 2],
                    help="0: fast (default); 1, 2: the encoder searches for better latents for "
                         "this image, smaller files at the same quality, slower (seconds to "
@@ -49,13 +54,20 @@ def _encode(argv) -> int:
     args = p.parse_args(argv)
     if args.lossless == (args.quality is not None) or (args.lossless and args.effort):
         p.error("give --quality (learned lossy codec, with --effort if wished) or --lossless")
+    if args.learned and not args.lossless:
+        p.error("--learned goes with --lossless (the lossy codec is always learned)")
     try:
         _check_output(args.input, args.output)
         if args.lossless:
             from .codecs import lossless
 
             image = load_image(args.input, "L" if _is_greyscale(args.input) else "RGB")
-            data = lossless.compress_lossless(image)
+            if args.learned:
+                from .codecs import lossless_learned
+
+                data = lossless_learned.compress_learned(image)
+            else:
+                data = lossless.compress_lossless(image)
         else:
             image = load_image(args.input)
             data = learned.compress_image(image, args.quality, effort=args.effort)
@@ -81,7 +93,7 @@ def _is_greyscale(path: Path) -> bool:
 
 
 def _decode(argv) -> int:
-    from .codecs import learned, lossless
+    from .codecs import learned, lossless, lossless_learned
     from .images import ImageError, image_file_bytes
 
     p = argparse.ArgumentParser(prog="python -m course_lib decode")
@@ -96,6 +108,8 @@ def _decode(argv) -> int:
         data = args.input.read_bytes()
         if data[:4] == lossless.MAGIC:
             image = lossless.decompress_lossless(data)
+        elif data[:4] == lossless_learned.MAGIC:
+            image = lossless_learned.decompress_learned(data)
         else:
             image = learned.decompress_image(data)
         _write_atomically(args.output, image_file_bytes(image, args.output.suffix))

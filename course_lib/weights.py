@@ -1,9 +1,11 @@
 """Shipped weights: one checksum list, one way to find the files, fetched on first use.
 
 The course ships trained models and their training logs in the repository's ``weights/``
-folder, one sub-folder per group: ``autoencoders`` (notebooks 03-04), ``notebook06`` and
-``codec`` (notebook 07, the command line). Their sha256 sums are listed in one file inside the
-package, ``course_lib/manifests/weights.txt`` (``sha256sum`` output, paths relative to
+folder, one sub-folder per group: ``autoencoders`` (notebooks 03-04), ``notebook06``,
+``codec`` (notebook 07, the command line), ``cnn_jpeg`` (notebook 08) and ``lossless``
+(notebook 09, ``encode --lossless --learned``). Their sha256 sums
+are listed in one file inside the package, ``course_lib/manifests/weights.txt``
+(``sha256sum`` output, paths relative to
 ``weights/``: ``cd weights && sha256sum -c ../course_lib/manifests/weights.txt`` checks a
 checkout), so that an installed ``course_lib`` can verify them too. :func:`path` gives a
 verified local copy of one file, :func:`folder` of a whole group, found

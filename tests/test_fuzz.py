@@ -51,7 +51,7 @@ def test_only_the_documented_error_escapes_quickly_and_in_bounded_memory(fuzz_re
                 if outcome.split("|")[1] == "kept" and outcome.endswith("|decoded")] == []
 
 
-@pytest.mark.parametrize("key", ["learned", "mini-jpeg"])
+@pytest.mark.parametrize("key", ["learned", "lossless-learned", "mini-jpeg"])
 def test_recomputed_checksums_let_damage_reach_the_parser(fuzz_results, key):
     outcomes = fuzz_results[key]["outcomes"]
     assert outcomes["mutation|fixed|refused"] > 250 and outcomes["field|fixed|refused"] > 50

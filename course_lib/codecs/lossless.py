@@ -490,6 +490,15 @@ def _residuals_and_contexts(planes: np.ndarray, infos, tile: int):
     return residuals, contexts, weight
 
 
+def residuals_and_contexts(image: np.ndarray, tile: int = DEFAULT_TILE):
+    """The encoder's residuals (int16) and contexts (uint8), each ``(planes, H * W)`` in
+    row-major order, of a uint8 greyscale or RGB image: planes Y, U, V (or grey), as
+    :func:`compress_lossless` codes them (notebook 09 measures their entropies)."""
+    planes, infos = _planes_of(_check_image(image))
+    residuals, contexts, _ = _residuals_and_contexts(planes, infos, tile)
+    return residuals, contexts
+
+
 def _chunks(size: int):
     """Row-major pixel indexes 0 .. size - 1, :data:`_CHUNK` at a time."""
     return (np.arange(start, min(size, start + _CHUNK)) for start in range(0, size, _CHUNK))
@@ -617,6 +626,10 @@ def parse(data: bytes, max_pixels: int | None = None) -> FileInfo:
                                 "file; it is truncated or something else")
     (magic, version, planes, context_set, weight, tile, height, width, section_length,
      stream_length) = _HEADER.unpack_from(data)
+    if magic == b"LLCL":
+        raise LosslessFileError("this is a learned lossless file: decode it with "
+                                "course_lib.codecs.lossless_learned (the command line's "
+                                "decode reads both kinds)")
     if magic != MAGIC:
         raise LosslessFileError("not a course lossless file (wrong magic bytes); for PNG, "
                                 "WebP or JPEG XL use course_lib.images.load_image, for the "

@@ -1,0 +1,163 @@
+"""Notebook 08's CNNs around JPEG: shapes, determinism, the bisection against brute force,
+the quality read back from files, the shipped weights at work, training through the trainer,
+and clear errors for bad input."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib import cnn_jpeg, datasets, images, metrics
+from course_lib.codecs import classical
+from course_lib.images import ImageError
+
+
+@pytest.fixture(scope="module")
+def kodak_crop():
+    return np.ascontiguousarray(images.center_crop(datasets.load_kodak(23), 128, 192))
+
+
+@pytest.fixture(scope="module")
+def kodak_image():
+    return datasets.load_kodak(19)
+
+
+def test_predictor_shapes_and_monotone_curve():
+    torch.manual_seed(0)
+    model = cnn_jpeg.QualityPredictor().eval()
+    with torch.no_grad():
+        curve = model(torch.rand(2, 3, 61, 83))
+        block_mse = model.block_log_mse(torch.rand(1, 3, 64, 80))
+    assert curve.shape == (2, len(cnn_jpeg.QUALITY_GRID))
+    assert block_mse.shape == (1, len(cnn_jpeg.QUALITY_GRID), 8, 10)
+    assert torch.all(torch.diff(curve, dim=1) > 0), "the PSNR must grow with the quality"
+
+
+def test_filter_shapes_and_identity_at_start():
+    model = cnn_jpeg.PostFilter(channels=16, layers=3).eval()
+    x = torch.rand(2, 3, 37, 53)
+    with torch.no_grad():
+        out = model(x, torch.tensor([10.0, 90.0]))
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x)  # the last layer starts at zero: no change
+
+
+def test_block_vectors_are_pixel_unshuffle():
+    # The filter sees one 192-value vector per 8x8 block: pixel_unshuffle by 8.
+    x = torch.arange(2 * 3 * 16 * 24, dtype=torch.float32).reshape(2, 3, 16, 24)
+    by_hand = x.reshape(2, 3, 2, 8, 3, 8).permute(0, 1, 3, 5, 2, 4).reshape(2, 192, 2, 3)
+    torch.testing.assert_close(F.pixel_unshuffle(x, 8), by_hand)
+
+
+def test_psnr_uint8_matches_metrics(kodak_crop):
+    decoded = classical.decode(classical.encode(kodak_crop, "jpeg", 40))
+    expected = metrics.psnr(images.to_tensor(kodak_crop), images.to_tensor(decoded)).item()
+    assert cnn_jpeg.psnr_uint8(kodak_crop, decoded) == pytest.approx(expected, abs=1e-4)
+    assert cnn_jpeg.psnr_uint8(kodak_crop, kodak_crop) == math.inf
+
+
+@pytest.mark.parametrize("target", [27.0, 31.5, 36.0, 60.0])
+def test_bisection_against_brute_force(kodak_crop, target):
+    psnrs = {q: cnn_jpeg.jpeg_psnr(kodak_crop, q)[0] for q in range(1, 96)}
+    reaching = [q for q, value in psnrs.items() if value >= target]
+    brute_force = reaching[0] if reaching else 95  # the smallest quality reaching the target
+    assert cnn_jpeg.bisect_quality(kodak_crop, target) == brute_force
+
+
+def test_jpeg_psnr_is_pillows_file(kodak_crop):
+    psnr, size = cnn_jpeg.jpeg_psnr(kodak_crop, 50)
+    data = classical.encode(kodak_crop, "jpeg", 50)
+    assert size == len(data)
+    assert psnr == cnn_jpeg.psnr_uint8(kodak_crop, classical.decode(data))
+
+
+@pytest.mark.parametrize("quality", [1, 5, 23, 50, 77, 95])
+def test_quality_read_back_from_the_tables(kodak_crop, quality):
+    assert cnn_jpeg.jpeg_quality(classical.encode(kodak_crop, "jpeg", quality)) == quality
+
+
+def test_quality_from_curve_interpolates_and_rounds_up():
+    grid = cnn_jpeg.QUALITY_GRID
+    curve = 20 + 0.2 * np.asarray(grid, float)  # 21 dB at q=5, 39 dB at q=95
+    assert cnn_jpeg.quality_from_curve(curve, 30.0) == 50
+    assert cnn_jpeg.quality_from_curve(curve, 30.1) == 51  # 50.5 rounds up
+    assert cnn_jpeg.quality_from_curve(curve, 15.0) == 1
+    assert cnn_jpeg.quality_from_curve(curve, 45.0) == 95  # out of reach: the highest
+    with pytest.raises(ValueError, match="grid"):
+        cnn_jpeg.quality_from_curve(curve[:5], 30.0)
+
+
+def test_shipped_filter_improves_psnr_at_mid_quality(kodak_image):
+    crop = np.ascontiguousarray(images.center_crop(kodak_image, 256, 256))
+    decoded = classical.decode(classical.encode(crop, "jpeg", 30))
+    repaired = cnn_jpeg.filter_jpeg(decoded, 30)
+    gain = cnn_jpeg.psnr_uint8(crop, repaired) - cnn_jpeg.psnr_uint8(crop, decoded)
+    assert gain > 0.15, f"the shipped filter gains only {gain:.2f} dB at q=30"  # 0.22 dB
+
+
+def test_filter_is_deterministic_and_reads_the_quality(kodak_crop):
+    data = classical.encode(kodak_crop, "jpeg", 20)
+    decoded = classical.decode(data)
+    first = cnn_jpeg.filter_jpeg(decoded, 20)
+    assert first.dtype == np.uint8 and first.shape == kodak_crop.shape
+    assert first.tobytes() == cnn_jpeg.filter_jpeg(decoded, 20).tobytes()
+    assert first.tobytes() == cnn_jpeg.decode_filtered(data).tobytes()
+
+
+def test_shipped_predictor_meets_the_target(kodak_image):
+    # Stated tolerance: within 0.75 dB of the target on this image (the benchmark: 0.58 and
+    # 0.54 dB above the target here; within 0.5 dB on 56 % of Kodak, at most 1.64 dB off).
+    for target in (30.0, 34.0):
+        quality = cnn_jpeg.predict_quality(kodak_image, target)
+        assert quality == cnn_jpeg.predict_quality(kodak_image, target)  # deterministic
+        achieved = cnn_jpeg.jpeg_psnr(kodak_image, quality)[0]
+        assert abs(achieved - target) <= 0.75, (quality, achieved, target)
+
+
+def test_saved_models_load_back(tmp_path):
+    model = cnn_jpeg.PostFilter(channels=8, layers=2)
+    torch.nn.init.normal_(model.convs[-1].weight, std=0.01)
+    path = cnn_jpeg.save_model(model, tmp_path / "filter.pt")
+    loaded = cnn_jpeg.load_model(path)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, 50), model.half().float()(x, 50))
+
+
+def test_a_few_training_steps_through_the_course_trainer(tmp_path):
+    paths = datasets.training_paths()[:2]
+    model, result = cnn_jpeg.train_filter(
+        tmp_path / "filter", steps=2, batch_size=2, patch_size=32, paths=paths,
+        progress=False, model=cnn_jpeg.PostFilter(channels=8, layers=2))
+    assert result.step == 2 and (tmp_path / "filter" / "checkpoint.pt").is_file()
+    assert np.isfinite(result.history[-1]["loss"])
+    model, result = cnn_jpeg.train_predictor(
+        tmp_path / "predictor", steps=2, batch_size=2, crops_per_image=1, crop_size=32,
+        paths=paths, progress=False, model=cnn_jpeg.QualityPredictor(channels=8, hidden=8))
+    assert result.step == 2 and (tmp_path / "predictor" / "labels.pt").is_file()
+    labels = torch.load(tmp_path / "predictor" / "labels.pt", weights_only=True)
+    assert labels["crops"].shape == (2, 3, 32, 32)
+    assert labels["psnr"].shape == (2, len(cnn_jpeg.QUALITY_GRID))
+
+
+def test_bad_input_is_refused(kodak_crop):
+    with pytest.raises(ImageError, match="uint8 RGB"):
+        cnn_jpeg.bisect_quality(kodak_crop.astype(np.float32), 30)
+    with pytest.raises(ImageError, match="uint8 RGB"):
+        cnn_jpeg.filter_jpeg(kodak_crop[..., 0], 30)
+    with pytest.raises(ValueError, match="target PSNR"):
+        cnn_jpeg.bisect_quality(kodak_crop, 80)
+    with pytest.raises(ValueError, match="target PSNR"):
+        cnn_jpeg.quality_from_curve(np.zeros(len(cnn_jpeg.QUALITY_GRID)), -3)
+    with pytest.raises(ValueError, match="quality"):
+        cnn_jpeg.filter_jpeg(kodak_crop, 0)
+    with pytest.raises(ValueError, match="quality"):
+        cnn_jpeg.PostFilter(channels=8, layers=2)(torch.rand(2, 3, 16, 16), [50, 101])
+    with pytest.raises(ImageError, match="at least 8"):
+        cnn_jpeg.bisect_quality(kodak_crop[:4, :4], 30)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        cnn_jpeg.QualityPredictor()(torch.rand(3, 32, 32))
+    with pytest.raises(ImageError, match="JPEG"):
+        cnn_jpeg.jpeg_quality(images.image_file_bytes(kodak_crop, ".png"))
