@@ -109,8 +109,8 @@ def pretrained_latents(name: str = "strided_f8_c8", kodak_index: int = 23,
     """Quantised latents of Kodak image ``kodak_index`` under a shipped model.
 
     The same symbols on every machine (see :func:`~course_lib.codecs.latent_files.
-    image_latents`); notebook 04
-    entropy-codes them. ``symbols`` is uint8 ``(C, h, w)``: (8, 64, 96) for the default.
+    image_latents`); notebook 04 entropy-codes them. ``symbols`` is uint8 ``(C, h, w)``:
+    (8, 64, 96) for the default.
     """
     return image_latents(load_pretrained(name), to_tensor(load_kodak(kodak_index)), bits)
 
