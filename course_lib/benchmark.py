@@ -169,7 +169,8 @@ def _learned_codec(effort: int) -> BenchCodec:
               f", encoder search for better latents (effort {effort}: "
               f"{refine.EFFORT_STEPS[effort]} steps per image and setting: seconds to "
               "minutes)")
-    return BenchCodec(name, "learned" if effort == 0 else f"learned (effort {effort})", False,
+    return BenchCodec(name, "learned (course)" if effort == 0 else
+                      f"learned (course, effort {effort})", False,
                       (0, 1, 2, 3), "rate setting",
                       f"the course's learned codec (the shipped default model: a hyperprior "
                       f"with a checkerboard context model), "
