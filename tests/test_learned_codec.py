@@ -16,6 +16,7 @@ from course_lib import datasets, fast_mode
 from course_lib.codecs import learned
 from course_lib.images import ImageError, load_image, save_image
 from course_lib.models import (
+    CheckerboardMeanScale,
     FactorizedPrior,
     MeanScaleHyperprior,
     RateDistortionLoss,
@@ -73,6 +74,26 @@ def test_compress_decompress_equals_the_rounded_forward_pass(model_class):
     result = model.compress(x)
     x_hat = model.decompress(result["strings"], result["shape"])
     torch.testing.assert_close(x_hat, model(x)["x_hat"].clamp(0, 1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model_class", [MeanScaleHyperprior, CheckerboardMeanScale])
+def test_the_kept_float64_hyper_decoder_follows_every_change_of_the_weights(model_class):
+    """Encoder and decoder keep a float64 copy of h_s between calls: new weights (loaded, or
+    edited in place) must give the files a fresh model with those weights gives."""
+    torch.manual_seed(1)
+    model = model_class(16, 24).eval()
+    x = torch.rand(1, 3, 64, 64)
+    model.compress(x)  # makes and keeps the copy
+    other = model_class(16, 24).eval()
+    model.load_state_dict(other.state_dict())
+    assert model.compress(x)["strings"] == other.compress(x)["strings"]
+    with torch.no_grad():
+        for module in (model, other):
+            module.h_s[0].weight.mul_(1.5)
+    assert model.compress(x)["strings"] == other.compress(x)["strings"]
+    result = model.compress(x)
+    torch.testing.assert_close(model.decompress(result["strings"], result["shape"]),
+                               other.decompress(result["strings"], result["shape"]))
 
 
 def test_files_round_trip_any_size_and_rate(shipped):
