@@ -7,9 +7,9 @@ It prints a table and writes it to benchmarks/results/fuzz_decoders.txt. ``--mut
 Formats: the learned codec's files (:mod:`course_lib.codecs.learned`, the shipped model),
 the learned lossless coder's files (:mod:`course_lib.codecs.lossless_learned`, which hold a
 predictive LLCC file for their coarsest image), mini-JPEG, latent files (notebook 03's,
-decoded by a small autoencoder), the readable rANS (:mod:`course_lib.entropy.rans`),
-notebook 06's readable stream format, the fast path (:mod:`course_lib.entropy.fast`),
-Huffman data and PackBits. For each, from a few valid files:
+:mod:`course_lib.codecs.latent_files`), the readable rANS (:mod:`course_lib.entropy.rans`) and
+its stream of values with a table each, the fast path (:mod:`course_lib.entropy.fast`), Huffman
+data and PackBits. For each, from a few valid files:
 
 - ``mutation``: random damage (flipped bits, overwritten, inserted, deleted or repeated bytes),
   once with the file's checksum as damaged (``kept``) and once recomputed (``fixed``: the damage
@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from course_lib import autoencoders, rd_demos
-from course_lib.codecs import learned, lossless_learned
+from course_lib import autoencoders
+from course_lib.codecs import latent_files, learned, lossless_learned
 from course_lib.codecs import mini_jpeg as mj
 from course_lib.entropy import (
     AdaptiveModel,
@@ -58,6 +58,7 @@ from course_lib.entropy import (
     log_scale_table,
     packbits_decode,
     packbits_encode,
+    rans,
     rans_decode,
     rans_encode,
 )
@@ -172,8 +173,8 @@ def latent_format() -> Format:
     torch.manual_seed(0)
     model = autoencoders.StridedAutoencoder(latent_channels=4, downsamplings=2, channels=8)
     x = torch.rand(1, 3, 13, 22, generator=torch.Generator().manual_seed(0))
-    files = [model.compress(x, bits, method)
-             for method in autoencoders.STORAGE_METHODS for bits in (1, 3, 8)]
+    files = [latent_files.compress_image(model, x, bits, method)
+             for method in latent_files.STORAGE_METHODS for bits in (1, 3, 8)]
     fields = [(0, "<B"), (1, "<B"), (2, "<H"), (4, "<H"), (6, "<H"), (8, "<H"), (10, "<H"),
               (12, "<f"), (28, "<f")]
     header = struct.Struct("<BBHHHHH")
@@ -197,7 +198,7 @@ def latent_format() -> Format:
         ("zlib 256x256 of zeros", zlib_file(256, 256, zlib.compress(bytes(4 * 256**2), 9)), 6,
          "decoded"),
     ]
-    decoders = [model.decompress] * len(files)
+    decoders = [partial(latent_files.decompress_image, model)] * len(files)
     return Format("latent files", DecodeError, files, decoders, False, None, fields, bombs)
 
 
@@ -220,8 +221,8 @@ def readable_stream_format() -> Format:
     for size in (4, 60, 400):
         indexes = rng.integers(0, table.num_tables, size)
         values = np.round(rng.normal(0, 3, size) * (1 + 30 * (rng.random(size) < 0.05)))
-        files.append(rd_demos.encode_readable(values.astype(np.int64), indexes, table))
-        decoders.append(lambda data, i=indexes: rd_demos.decode_readable(data, i, table))
+        files.append(rans.encode_with_indexes(values.astype(np.int64), indexes, table))
+        decoders.append(lambda data, i=indexes: rans.decode_with_indexes(data, i, table))
     bombs = [("count 2**32 - 1", set_field(files[0], 0, "<I", 2**32 - 1), 0, "refused"),
              ("count 16 per value", set_field(files[0], 0, "<I", 64), 0, "refused")]
     return Format("readable stream (notebook 06)", DecodeError, files, decoders, True, None,

@@ -4,7 +4,7 @@
     python -m course_lib encode in.png out.llcc --lossless
     python -m course_lib encode in.png out.llcl --lossless --learned
     python -m course_lib decode in.licc out.png
-    python -m course_lib train --run-dir runs/msh          (see course_lib.codec_training)
+    python -m course_lib train --run-dir runs/msh          (see course_lib.recipes.codec_training)
     python -m course_lib export --run-dir runs/msh --out weights/codec/mean-scale-vr.pt
     python -m course_lib bench --images DIR --out DIR [--codecs learned,jpeg,webp,png,...]
                                                           (see course_lib.benchmark)
@@ -169,12 +169,12 @@ def _run(argv) -> int:
     if command == "decode":
         return _decode(rest)
     if command == "train":
-        from .codec_training import main as train_main
+        from .recipes.codec_training import main as train_main
 
         train_main(rest)
         return 0
     if command == "export":
-        from .codec_training import export
+        from .recipes.codec_training import export
 
         export(rest)
         return 0

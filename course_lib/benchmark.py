@@ -133,7 +133,7 @@ def _pillow_lossless_encode(image: np.ndarray, name: str) -> bytes:
         return classical.encode(image, name)
     spec = classical.get_codec(name)
     if spec.format == "JXL":
-        classical._register_jpeg_xl()  # the same ImportError, with its advice
+        classical.register_jpeg_xl()  # the same ImportError, with its advice
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format=spec.format, **spec.options(None))
     return buffer.getvalue()
@@ -148,7 +148,7 @@ def _pillow_lossless_decode(data: bytes, name: str) -> np.ndarray:
     from .images import load_image
 
     if classical.get_codec(name).format == "JXL":
-        classical._register_jpeg_xl()
+        classical.register_jpeg_xl()
     with Image.open(io.BytesIO(data)) as image:  # reads the header only
         grey = image.mode in ("1", "L", "I", "I;16", "F")
     return load_image(data, "L") if grey else classical.decode(data)
@@ -293,7 +293,7 @@ def unavailable(codec: BenchCodec) -> str | None:
         from .codecs import classical
 
         try:
-            classical._register_jpeg_xl()
+            classical.register_jpeg_xl()
         except ImportError as error:
             return str(error)
     elif codec.pillow_format:

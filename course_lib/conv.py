@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _pair(value, name: str, minimum: int) -> tuple[int, int]:
+def as_pair(value, name: str, minimum: int) -> tuple[int, int]:
     """An int or an (h, w) pair of ints, each at least ``minimum``."""
     pair = (value, value) if isinstance(value, int | np.integer) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int | np.integer) for v in pair):
@@ -41,7 +41,8 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
     return (size + 2 * padding - span) // stride + 1
 
 
-def _check_image(x: torch.Tensor, name: str = "x") -> None:
+def check_image(x: torch.Tensor, name: str = "x") -> None:
+    """Refuse anything but a batch of images, a (N, C, H, W) tensor."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name} must be a (N, C, H, W) tensor, got {shape}")
@@ -49,7 +50,7 @@ def _check_image(x: torch.Tensor, name: str = "x") -> None:
 
 def _conv_geometry(x, weight, bias, stride, padding, dilation, in_channel_axis: int):
     """Validate conv arguments; return the normalised (stride, padding, dilation) pairs."""
-    _check_image(x)
+    check_image(x)
     if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
         raise ValueError("weight must be a 4-D tensor (out/in channels, kH, kW)")
     if weight.shape[in_channel_axis] != x.shape[1]:
@@ -61,9 +62,9 @@ def _conv_geometry(x, weight, bias, stride, padding, dilation, in_channel_axis: 
     if bias is not None and tuple(bias.shape) != (out_channels,):
         raise ValueError(f"bias must have shape ({out_channels},), got {tuple(bias.shape)}")
     return (
-        _pair(stride, "stride", 1),
-        _pair(padding, "padding", 0),
-        _pair(dilation, "dilation", 1),
+        as_pair(stride, "stride", 1),
+        as_pair(padding, "padding", 0),
+        as_pair(dilation, "dilation", 1),
     )
 
 
@@ -117,12 +118,12 @@ def im2col(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1) -> tor
     ``(ki, kj)``. The loop runs over the ``kH * kW`` taps, not over pixels: each tap is one
     strided slice of the padded image, which is why this is fast.
     """
-    _check_image(x)
-    kernel_h, kernel_w = _pair(kernel_size, "kernel_size", 1)
+    check_image(x)
+    kernel_h, kernel_w = as_pair(kernel_size, "kernel_size", 1)
     stride, padding, dilation = (
-        _pair(stride, "stride", 1),
-        _pair(padding, "padding", 0),
-        _pair(dilation, "dilation", 1),
+        as_pair(stride, "stride", 1),
+        as_pair(padding, "padding", 0),
+        as_pair(dilation, "dilation", 1),
     )
     out_h, out_w = _output_hw(x, (kernel_h, kernel_w), stride, padding, dilation)
     x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
@@ -168,7 +169,7 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     checkerboard. The loop runs over kernel taps: each tap writes one strided slice.
     """
     stride, padding, dilation = _conv_geometry(x, weight, bias, stride, padding, dilation, 0)
-    output_padding = _pair(output_padding, "output_padding", 0)
+    output_padding = as_pair(output_padding, "output_padding", 0)
     for a in range(2):
         if output_padding[a] >= max(stride[a], dilation[a]):
             raise ValueError(
@@ -262,7 +263,7 @@ def filter_image(x: torch.Tensor, kernel: torch.Tensor, padding_mode: str = "ref
     "circular" or "zeros") so the result keeps the size ``(N, C, H, W)``; reflecting the border
     avoids the dark frame zero padding gives a blur. Odd kernel sizes only.
     """
-    _check_image(x)
+    check_image(x)
     if kernel.ndim != 2 or kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
         raise ValueError(f"kernel must be 2-D with odd sizes, got {tuple(kernel.shape)}")
     pad_h, pad_w = kernel.shape[0] // 2, kernel.shape[1] // 2
@@ -338,7 +339,7 @@ def dct_kernels(n: int = 8, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 
 
 def _check_blocks(x: torch.Tensor, n: int, name: str) -> None:
-    _check_image(x, name)
+    check_image(x, name)
     height, width = x.shape[-2:]
     if height % n or width % n:
         raise ValueError(
@@ -371,7 +372,7 @@ def block_idct(coefficients: torch.Tensor, n: int = 8) -> torch.Tensor:
     basis images weighted by its coefficients (the basis is orthonormal, so its transpose is
     its inverse).
     """
-    _check_image(coefficients, "coefficients")
+    check_image(coefficients, "coefficients")
     if coefficients.shape[1] != n * n:
         raise ValueError(f"coefficients must have {n * n} channels, got {coefficients.shape[1]}")
     return conv_transpose2d(coefficients, dct_kernels(n, coefficients.dtype), stride=n)
@@ -384,7 +385,7 @@ def energy_compaction(coefficients: torch.Tensor) -> torch.Tensor:
     ``(K,)`` float64, increasing to 1: entry ``k - 1`` is the sum over all blocks of their
     ``k`` largest squared coefficients divided by the total energy.
     """
-    _check_image(coefficients, "coefficients")
+    check_image(coefficients, "coefficients")
     energy = coefficients.double().pow(2).transpose(0, 1).reshape(coefficients.shape[1], -1)
     ranked, _ = energy.sort(dim=0, descending=True)  # per block, largest first
     total = energy.sum()

@@ -229,17 +229,23 @@ class EntropyBottleneck(_TableHolder):
         self._cdf_fingerprint = self._fingerprint()
         return True
 
-    def _symbols_and_indexes(self, y_shape, device):
-        indexes = torch.arange(self.channels, device=device).view(1, -1, 1, 1)
-        return indexes.expand(y_shape[0], -1, *y_shape[2:])
+    def _indexes(self, y_shape) -> np.ndarray:
+        """The table of every latent of a ``y_shape`` (N, C, H, W) batch: its channel."""
+        indexes = torch.arange(self.channels).view(1, -1, 1, 1)
+        return indexes.expand(y_shape[0], -1, *y_shape[2:]).numpy().copy()
 
-    def compress(self, y: torch.Tensor) -> bytes:
-        """Round ``y`` (N, C, H, W) around the medians and code it. Tables update if stale."""
+    def symbols(self, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The integers coded for ``y`` (N, C, H, W), rounded around each channel's median,
+        and the table of each (its channel): ``(symbols, indexes)``, int64 numpy arrays.
+        Tables update if stale."""
         self.update()
         symbols = torch.round(y.detach() - self.medians.view(1, -1, 1, 1)).long()
-        indexes = self._symbols_and_indexes(y.shape, y.device)
-        return fast.encode_with_indexes(symbols.cpu().numpy(), indexes.cpu().numpy(),
-                                        self.table())
+        return symbols.cpu().numpy(), self._indexes(y.shape)
+
+    def compress(self, y: torch.Tensor) -> bytes:
+        """Code ``y`` (N, C, H, W): its :meth:`symbols` with their tables."""
+        symbols, indexes = self.symbols(y)
+        return fast.encode_with_indexes(symbols, indexes, self.table())
 
     def decompress(self, data: bytes, shape) -> torch.Tensor:
         """Decode ``shape = (N, C, H, W)`` latents coded by :meth:`compress`.
@@ -257,7 +263,7 @@ class EntropyBottleneck(_TableHolder):
         table = self.table()
         positions = shape[0] * math.prod(shape[2:])
         check_stream_length(len(data), positions * table.minimum_bits().sum(), "latents")
-        indexes = self._symbols_and_indexes(shape, "cpu").numpy()
+        indexes = self._indexes(shape)
         symbols = fast.decode_with_indexes(data, indexes, table)
         medians = self.medians.cpu().view(1, -1, 1, 1)
         return torch.from_numpy(symbols).to(medians.dtype) + medians

@@ -13,7 +13,9 @@ Transforms and entropy models are separate modules:
 
 ``forward(x)`` is for training: ``x (N, 3, H, W)`` in [0, 1] with H, W multiples of
 :attr:`~CompressionModel.multiple` gives ``{"x_hat": (N, 3, H, W), "likelihoods": {...}}``.
-``compress(x)`` / ``decompress(strings, shape)`` produce and read real bytes.
+``compress(x)`` / ``decompress(strings, shape)`` produce and read real bytes, one image at a
+time; ``symbols(x)`` gives the integers ``compress`` codes and the table of each
+(:class:`Symbols`), the one place they are derived.
 
 Tiles: ``compress`` and ``decompress`` take ``tile``, a size in pixels, and then run the
 transforms over one tile at a time (:func:`run_in_tiles`): ``g_a`` and ``g_s`` on tiles of the
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
@@ -50,6 +53,27 @@ from .entropy import fast
 from .entropy_models import EntropyBottleneck, GaussianConditional, quantize
 from .layers import GDN, conv, deconv
 from .pooling import receptive_field
+
+
+@dataclass
+class Symbols:
+    """The integers an encoder hands the entropy coder for one image, and the table of each:
+    what :meth:`CompressionModel.compress` codes and the file holds (:meth:`~CompressionModel.
+    symbols`).
+
+    ``y``: int ``(1, M, h, w)``, the latents rounded around ``means``; ``y_indexes``: the CDF
+    table of each (its channel for a factorized prior, its scale's index for a hyperprior);
+    ``z`` and ``z_indexes``: the same for the side information ``(1, N, h/4, w/4)`` (None for a
+    factorized prior); ``means``: float64 ``(1, M, h, w)``, what each ``y`` is coded around, so
+    that the decoder's ``y_hat = y + means`` (the entropy bottleneck's medians for a factorized
+    prior, 0 for the scale hyperprior), only when asked for (``means=True``).
+    """
+
+    y: np.ndarray
+    y_indexes: np.ndarray
+    z: np.ndarray | None = None
+    z_indexes: np.ndarray | None = None
+    means: np.ndarray | None = None
 
 
 class ConvStack(nn.Sequential):
@@ -166,6 +190,12 @@ class CompressionModel(nn.Module):
         # straight-through gradient; Minnen & Singh 2020). The rate always uses noise.
         self.decoder_quantization = "noise"
 
+    def gains(self, rate) -> tuple[torch.Tensor, torch.Tensor] | tuple[float, float]:
+        """(gain, inverse gain) of rate ``rate``: 1.0 each for a single-rate model (see
+        :meth:`ScaleHyperprior.gains`)."""
+        _check_single_rate(rate)
+        return 1.0, 1.0
+
     def aux_loss(self) -> torch.Tensor:
         """Sum of the entropy bottlenecks' quantile losses (optimised separately)."""
         return sum(m.loss() for m in self.modules() if isinstance(m, EntropyBottleneck))
@@ -252,6 +282,12 @@ class FactorizedPrior(CompressionModel):
         self.g_s = synthesis_transform(n, m)
         self.entropy_bottleneck = EntropyBottleneck(m)
 
+    def analysis(self, x: torch.Tensor, rate=None):
+        """The analysis transform in training form: ``x (N, 3, H, W)`` -> ``(y, None)`` (no
+        side information; ``rate`` None or 0), as :meth:`ScaleHyperprior.analysis`."""
+        _check_single_rate(rate)
+        return self.g_a(x), None
+
     def forward(self, x: torch.Tensor) -> dict:
         self._check_input(x)
         y = self.g_a(x)
@@ -261,15 +297,31 @@ class FactorizedPrior(CompressionModel):
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods}}
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, rate=None, tile: int | None = None) -> dict:
-        """One image ``x`` (1, 3, H, W) -> ``{"strings": [y], "shape": y's (h, w)}``; ``x``
-        and ``tile`` as in :meth:`ScaleHyperprior.compress`. ``rate`` is accepted (None or 0)
-        so the file container treats every model alike."""
+    def symbols(self, x: torch.Tensor, rate=None, tile: int | None = None, *,
+                means: bool = False) -> Symbols:
+        """The integers :meth:`compress` codes for one image ``x`` (1, 3, H, W) and their
+        tables (:class:`Symbols`: y only); ``x``, ``rate`` and ``tile`` as in :meth:`compress`.
+        """
         _check_single_rate(rate)
         self._check_input(x, one_image=True)
         self.check_tile(tile)
         y = self._analysis_tiles(x, 1.0, tile)
-        return {"strings": [self.entropy_bottleneck.compress(y)], "shape": tuple(y.shape[-2:])}
+        symbols, indexes = self.entropy_bottleneck.symbols(y)
+        offsets = None
+        if means:
+            offsets = self.entropy_bottleneck.medians.detach().cpu().double().view(1, -1, 1, 1)
+            offsets = offsets.expand(symbols.shape).numpy().copy()
+        return Symbols(symbols, indexes, means=offsets)
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, rate=None, tile: int | None = None) -> dict:
+        """One image ``x`` (1, 3, H, W) -> ``{"strings": [y], "shape": y's (h, w)}``: its
+        :meth:`symbols`, coded. ``x`` and ``tile`` as in :meth:`ScaleHyperprior.compress`;
+        ``rate`` is accepted (None or 0) so the file container treats every model alike."""
+        symbols = self.symbols(x, rate, tile)
+        string = fast.encode_with_indexes(symbols.y, symbols.y_indexes,
+                                          self.entropy_bottleneck.table())
+        return {"strings": [string], "shape": tuple(symbols.y.shape[-2:])}
 
     @torch.no_grad()
     def decompress_tiles(self, strings: list[bytes], shape, rate=None, tile: int | None = None):
@@ -318,8 +370,10 @@ class ScaleHyperprior(CompressionModel):
         """Split h_s's output into (scales, means); means are None for the scale-only model."""
         return hyper, None
 
-    def _gains(self, rate) -> tuple[torch.Tensor, torch.Tensor] | tuple[float, float]:
-        """(gain, inverse gain) broadcastable to y: ``(1 or B, M, 1, 1)``, or 1.0 each."""
+    def gains(self, rate) -> tuple[torch.Tensor, torch.Tensor] | tuple[float, float]:
+        """(gain, inverse gain) of rate ``rate``, broadcastable to y: ``(1 or B, M, 1, 1)``, or
+        1.0 each for a single-rate model. ``y`` is multiplied by the gain before quantisation,
+        ``y_hat`` by the inverse gain before the synthesis transform."""
         if self.num_rates == 1:
             _check_single_rate(rate)
             return 1.0, 1.0
@@ -339,33 +393,52 @@ class ScaleHyperprior(CompressionModel):
             return ((1 - weight) * table[low] + weight * table[low + 1]).exp().view(1, -1, 1, 1)
         return blend(self.log_gain), blend(self.log_inverse_gain)
 
+    def _h_s_float64(self) -> nn.Module:
+        """``h_s`` in float64 on the CPU, where the tables are chosen. Made once and kept (out
+        of the state dict) until one of ``h_s``'s parameters changes: loading weights, an
+        optimiser step or an in-place edit bumps its version."""
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.h_s.parameters())
+        cached = self.__dict__.get("_h_s_float64_cache")
+        if cached is None or cached[0] != key:
+            h_s = copy.deepcopy(self.h_s).to("cpu", torch.float64)
+            cached = self.__dict__["_h_s_float64_cache"] = (key, h_s)
+        return cached[1]
+
     def _hyper_synthesis_tiles(self, z_hat: torch.Tensor, tile: int | None):
         """Iterator over ``(rows, cols, scales, means)`` at y's positions: ``h_s(z_hat)`` on the
         CPU in float64 (the same table choices on every machine), ``tile`` pixels at a time."""
-        h_s = copy.deepcopy(self.h_s).to("cpu", torch.float64)
+        h_s = self._h_s_float64()
         z_hat = z_hat.detach().to("cpu", torch.float64)
         pieces = run_in_tiles(h_s, lambda rows, cols: z_hat[..., rows, cols], z_hat.shape[-2:],
                               _tile_cells(tile, self.multiple))
         for rows, cols, hyper in pieces:
             yield rows, cols, *self._entropy_parameters(hyper)
 
+    def scales_and_means(self, z_hat: torch.Tensor):
+        """What the hyperprior predicts for y from ``z_hat`` in training form (float32, on the
+        model's device): ``(scales, means)``, means None for the scale-only model. (The
+        checkerboard model corrects these with its context; :meth:`symbols` gives the
+        parameters the coder really uses.)"""
+        return self._entropy_parameters(self.h_s(z_hat))
+
     def _hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
         return self.h_a(torch.abs(y) if self._hyper_takes_abs else y)
 
-    def _analysis(self, x: torch.Tensor, rate):
-        """(y scaled by the rate's gain, z)."""
-        gain, _ = self._gains(rate)
+    def analysis(self, x: torch.Tensor, rate=None):
+        """The analysis transforms in training form: ``x (N, 3, H, W)`` -> ``(y, z)``, y
+        multiplied by the rate's gain (:meth:`gains`), z = ``h_a`` of it (not yet rounded)."""
+        gain, _ = self.gains(rate)
         y = self.g_a(x) * gain
         return y, self._hyper_analysis(y)
 
     def forward(self, x: torch.Tensor, rate=None) -> dict:
         self._check_input(x)
-        y, z = self._analysis(x, rate)
+        y, z = self.analysis(x, rate)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         scales, means = self._entropy_parameters(self.h_s(z_hat))
         y_noisy, y_likelihoods = self.gaussian_conditional(y, scales, means)
         offset = means if means is not None else 0.0
-        _, inverse_gain = self._gains(rate)
+        _, inverse_gain = self.gains(rate)
         x_hat = self.g_s(self._decoder_input(y, y_noisy, offset) * inverse_gain)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
@@ -378,7 +451,7 @@ class ScaleHyperprior(CompressionModel):
         z_hat = relax(z, self.entropy_bottleneck.medians.view(1, -1, 1, 1))
         scales, means = self._entropy_parameters(self.h_s(z_hat))
         y_hat = relax(y, means if means is not None else 0.0)
-        _, inverse_gain = self._gains(rate)
+        _, inverse_gain = self.gains(rate)
         return {"x_hat": self.g_s(y_hat * inverse_gain),
                 "likelihoods": {"y": self.gaussian_conditional.likelihood(y_hat, scales, means),
                                 "z": self.entropy_bottleneck.likelihood(z_hat)}}
@@ -391,24 +464,43 @@ class ScaleHyperprior(CompressionModel):
         if latents is not None:
             y, z = (value.detach() for value in latents)
             return y, z
-        gain, _ = self._gains(rate)
+        gain, _ = self.gains(rate)
         y = self._analysis_tiles(x, gain, tile)
         return y, self._hyper_analysis(y)
 
     @torch.no_grad()
-    def _encode(self, x: torch.Tensor, rate, tile: int | None, latents=None):
-        """(y's symbols int32 (1, M, h, w), their table indexes, z) as the encoder codes them.
-        """
+    def symbols(self, x: torch.Tensor, rate=None, tile: int | None = None,
+                latents: tuple | None = None, *, means: bool = False) -> Symbols:
+        """The integers :meth:`compress` codes for one image and the table of each
+        (:class:`Symbols`), with the means they are coded around if ``means``; arguments as in
+        :meth:`compress`. The one place the coded integers are derived: the codec, the
+        notebooks and the widgets all read them here."""
         y, z = self._start(x, rate, tile, latents)
+        z_symbols, z_indexes = self.entropy_bottleneck.symbols(z)
         z_hat = quantize(z, "round", self.entropy_bottleneck.medians.view(1, -1, 1, 1))
         conditional = self.gaussian_conditional
         symbols = np.empty(y.shape, dtype=np.int32)  # an image's latents are small integers
         indexes = np.empty(y.shape, dtype=conditional.index_dtype)
-        for rows, cols, scales, means in self._hyper_synthesis_tiles(z_hat, tile):
+        offsets = np.zeros(y.shape) if means else None
+        for rows, cols, scales, predicted in self._hyper_synthesis_tiles(z_hat, tile):
             indexes[..., rows, cols] = conditional.indexes(scales)
             symbols[..., rows, cols] = conditional.symbols(y[..., rows, cols].cpu().double(),
-                                                           means).numpy()
-        return symbols, indexes, z
+                                                           predicted).numpy()
+            if means and predicted is not None:
+                offsets[..., rows, cols] = predicted.numpy()
+        return Symbols(symbols, indexes, z_symbols, z_indexes, offsets)
+
+    def _code(self, symbols: Symbols, y_parts=None) -> list[bytes]:
+        """The streams of :meth:`compress`: y (in the parts given by the boolean masks
+        ``y_parts``, None: whole), then z."""
+        table = self.gaussian_conditional.table()
+        if y_parts is None:
+            streams = [fast.encode_with_indexes(symbols.y, symbols.y_indexes, table)]
+        else:
+            streams = [fast.encode_with_indexes(symbols.y[..., part], symbols.y_indexes[..., part],
+                                                table) for part in y_parts]
+        return [*streams, fast.encode_with_indexes(symbols.z, symbols.z_indexes,
+                                                   self.entropy_bottleneck.table())]
 
     def compress(self, x: torch.Tensor, rate=None, tile: int | None = None,
                  latents: tuple | None = None) -> dict:
@@ -420,10 +512,8 @@ class ScaleHyperprior(CompressionModel):
         ``latents``: ``(y, z)`` to code instead of the transforms' own (the encoder's search,
         :func:`course_lib.refine.refine_latents`); the decoder is the same.
         """
-        symbols, indexes, z = self._encode(x, rate, tile, latents)
-        y_string = fast.encode_with_indexes(symbols, indexes, self.gaussian_conditional.table())
-        return {"strings": [y_string, self.entropy_bottleneck.compress(z)],
-                "shape": tuple(z.shape[-2:])}
+        symbols = self.symbols(x, rate, tile, latents)
+        return {"strings": self._code(symbols), "shape": tuple(symbols.z.shape[-2:])}
 
     @torch.no_grad()
     def decompress_tiles(self, strings: list[bytes], shape, rate=None, tile: int | None = None):
@@ -435,7 +525,7 @@ class ScaleHyperprior(CompressionModel):
         if len(strings) != 2:
             raise ValueError("a hyperprior stream has two parts (y and z)")
         self.check_tile(tile)
-        _, inverse_gain = self._gains(rate)
+        _, inverse_gain = self.gains(rate)
         z_hat = self.entropy_bottleneck.decompress(strings[1], (1, self.n, *shape))
         factor, _, _ = tile_geometry(self.h_s)
         y_shape = (1, self.m, shape[0] * factor, shape[1] * factor)
@@ -449,15 +539,6 @@ class ScaleHyperprior(CompressionModel):
         symbols = fast.decode_with_indexes(strings[0], indexes, conditional.table())
         y_hat = y_hat.add_(torch.from_numpy(symbols)).float()
         return self._synthesis_tiles(y_hat, inverse_gain, tile)
-
-    def latents(self, x: torch.Tensor, rate=None, tile: int | None = None,
-                latents: tuple | None = None) -> dict:
-        """Integer symbols of y and z as the encoder codes them, and y's table indexes (for
-        tests and notebooks)."""
-        symbols, indexes, z = self._encode(x, rate, tile, latents)
-        medians = self.entropy_bottleneck.medians.view(1, -1, 1, 1)
-        return {"y": torch.from_numpy(symbols), "z": torch.round(z - medians).long(),
-                "indexes": torch.from_numpy(indexes)}
 
 
 class MeanScaleHyperprior(ScaleHyperprior):
@@ -557,13 +638,13 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
 
     def forward(self, x: torch.Tensor, rate=None) -> dict:
         self._check_input(x)
-        y, z = self._analysis(x, rate)
+        y, z = self.analysis(x, rate)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         # the anchors as the decoder has them (rounded around their means)
         _, scales, means, _ = self._two_passes(self.h_s(z_hat), y,
                                                lambda v, o: quantize(v, "ste", o))
         y_noisy, y_likelihoods = self.gaussian_conditional(y, scales, means)
-        _, inverse_gain = self._gains(rate)
+        _, inverse_gain = self.gains(rate)
         x_hat = self.g_s(self._decoder_input(y, y_noisy, means) * inverse_gain)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
@@ -572,7 +653,7 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         z_hat = relax(z, self.entropy_bottleneck.medians.view(1, -1, 1, 1))
         anchors, scales, means, y_anchors = self._two_passes(self.h_s(z_hat), y, relax)
         y_hat = torch.where(anchors, y_anchors, relax(y, means))
-        _, inverse_gain = self._gains(rate)
+        _, inverse_gain = self.gains(rate)
         return {"x_hat": self.g_s(y_hat * inverse_gain),
                 "likelihoods": {"y": self.gaussian_conditional.likelihood(y_hat, scales, means),
                                 "z": self.entropy_bottleneck.likelihood(z_hat)}}
@@ -582,7 +663,7 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         factor, _, _ = tile_geometry(self.h_s)
         hyper = torch.empty(1, 2 * self.m, z_hat.shape[-2] * factor, z_hat.shape[-1] * factor,
                             dtype=torch.float64)
-        h_s = copy.deepcopy(self.h_s).to("cpu", torch.float64)
+        h_s = self._h_s_float64()
         z_hat = z_hat.detach().to("cpu", torch.float64)
         for rows, cols, piece in run_in_tiles(h_s, lambda r, c: z_hat[..., r, c],
                                               z_hat.shape[-2:], _tile_cells(tile, self.multiple)):
@@ -628,8 +709,12 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         return scales, means
 
     @torch.no_grad()
-    def _encode(self, x: torch.Tensor, rate, tile: int | None, latents=None):
+    def symbols(self, x: torch.Tensor, rate=None, tile: int | None = None,
+                latents: tuple | None = None, *, means: bool = False) -> Symbols:
+        """As :meth:`ScaleHyperprior.symbols`, the parameters of each latent from the
+        checkerboard's two passes."""
         y, z = self._start(x, rate, tile, latents)
+        z_symbols, z_indexes = self.entropy_bottleneck.symbols(z)
         z_hat = quantize(z, "round", self.entropy_bottleneck.medians.view(1, -1, 1, 1))
         hyper = self._hyper_whole(z_hat, tile)
         y = y.cpu().double()
@@ -637,27 +722,27 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         conditional = self.gaussian_conditional
         symbols = np.empty(y.shape, dtype=np.int32)
         indexes = np.empty(y.shape, dtype=conditional.index_dtype)
+        offsets = np.zeros(y.shape) if means else None
         y_anchors = torch.zeros_like(y)
         for part, context in ((anchors, None), (~anchors, y_anchors)):
-            scales, means = self._pass_parameters(hyper, context, part)
-            values = conditional.symbols(y[..., part], means)
+            scales, predicted = self._pass_parameters(hyper, context, part)
+            values = conditional.symbols(y[..., part], predicted)
             symbols[..., part.numpy()] = values.numpy()
             indexes[..., part.numpy()] = conditional.indexes(scales)
+            if means:
+                offsets[..., part.numpy()] = predicted.numpy()
             if context is None:  # the anchors exactly as the decoder will have them
-                y_anchors[..., part] = values.double() + means
-        return symbols, indexes, z
+                y_anchors[..., part] = values.double() + predicted
+        return Symbols(symbols, indexes, z_symbols, z_indexes, offsets)
 
     def compress(self, x: torch.Tensor, rate=None, tile: int | None = None,
                  latents: tuple | None = None) -> dict:
         """One image -> ``{"strings": [y anchors, y others, z], "shape": z's (h, w)}``; as in
         :meth:`ScaleHyperprior.compress`."""
-        symbols, indexes, z = self._encode(x, rate, tile, latents)
-        anchors = anchor_mask(*symbols.shape[-2:]).numpy()
-        table = self.gaussian_conditional.table()
-        strings = [fast.encode_with_indexes(symbols[..., part], indexes[..., part], table)
-                   for part in (anchors, ~anchors)]
-        return {"strings": [*strings, self.entropy_bottleneck.compress(z)],
-                "shape": tuple(z.shape[-2:])}
+        symbols = self.symbols(x, rate, tile, latents)
+        anchors = anchor_mask(*symbols.y.shape[-2:]).numpy()
+        return {"strings": self._code(symbols, (anchors, ~anchors)),
+                "shape": tuple(symbols.z.shape[-2:])}
 
     @torch.no_grad()
     def decompress_tiles(self, strings: list[bytes], shape, rate=None, tile: int | None = None):
@@ -666,7 +751,7 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         if len(strings) != 3:
             raise ValueError("a checkerboard stream has three parts (y anchors, y others, z)")
         self.check_tile(tile)
-        _, inverse_gain = self._gains(rate)
+        _, inverse_gain = self.gains(rate)
         z_hat = self.entropy_bottleneck.decompress(strings[2], (1, self.n, *shape))
         hyper = self._hyper_whole(z_hat, tile)
         anchors = anchor_mask(*hyper.shape[-2:])
@@ -691,6 +776,18 @@ def split_parameters(model: nn.Module) -> tuple[list, list]:
 
 MODELS = {"factorized": FactorizedPrior, "hyperprior": ScaleHyperprior,
           "mean-scale": MeanScaleHyperprior, "checkerboard": CheckerboardMeanScale}
+
+
+def build_model(config: dict) -> CompressionModel:
+    """A model from its config ``{"architecture", "n", "m", "num_rates", ...}`` (as weights
+    files record it); ValueError for an architecture not in :data:`MODELS`."""
+    architecture = config["architecture"]
+    if architecture not in MODELS:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(MODELS)}")
+    kwargs = {"n": config["n"], "m": config["m"]}
+    if config.get("num_rates", 1) > 1:
+        kwargs["num_rates"] = config["num_rates"]
+    return MODELS[architecture](**kwargs)
 
 
 def rate_bits(likelihoods: dict) -> torch.Tensor:

@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import _check_image, _pair, im2col
+from .conv import as_pair, check_image, im2col
 
 
 def _pool_geometry(x, kernel_size, stride, padding):
-    _check_image(x)
-    kernel = _pair(kernel_size, "kernel_size", 1)
-    stride = kernel if stride is None else _pair(stride, "stride", 1)
-    padding = _pair(padding, "padding", 0)
+    check_image(x)
+    kernel = as_pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else as_pair(stride, "stride", 1)
+    padding = as_pair(padding, "padding", 0)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         # a window made only of padding would have no pixel to pool (PyTorch's rule too)
         raise ValueError(f"padding {padding} must be at most half the kernel size {kernel}")
@@ -75,11 +75,11 @@ def max_unpool2d(values: torch.Tensor, indices: torch.Tensor, output_size) -> to
     ``values, indices (N, C, h, w)`` from ``max_pool2d(..., return_indices=True)``,
     ``output_size (H, W)`` -> ``(N, C, H, W)``.
     """
-    _check_image(values, "values")
+    check_image(values, "values")
     if indices.shape != values.shape:
         raise ValueError(f"indices {tuple(indices.shape)} must match values "
                          f"{tuple(values.shape)}")
-    height, width = _pair(tuple(output_size)[-2:], "output_size", 1)
+    height, width = as_pair(tuple(output_size)[-2:], "output_size", 1)
     if indices.numel() and (indices.min() < 0 or indices.max() >= height * width):
         raise ValueError(f"indices fall outside a {height}x{width} plane")
     batch, channels = values.shape[:2]
@@ -92,12 +92,12 @@ def max_unpool2d(values: torch.Tensor, indices: torch.Tensor, output_size) -> to
 # Upsampling
 
 def _target_size(x: torch.Tensor, size, factor) -> tuple[int, int]:
-    _check_image(x)
+    check_image(x)
     if (size is None) == (factor is None):
         raise ValueError("give exactly one of size=(H, W) or factor=int")
     if size is not None:
-        return _pair(tuple(size), "size", 1)
-    factor = _pair(factor, "factor", 1)
+        return as_pair(tuple(size), "size", 1)
+    factor = as_pair(factor, "factor", 1)
     return x.shape[2] * factor[0], x.shape[3] * factor[1]
 
 
@@ -178,8 +178,8 @@ def upsample_transposed(x: torch.Tensor, factor: int) -> torch.Tensor:
     interpolation is a transposed convolution with a fixed kernel, and a learned upsampler is
     the same operation with learned weights.
     """
-    _check_image(x)
-    factor = _pair(factor, "factor", 1)[0]
+    check_image(x)
+    factor = as_pair(factor, "factor", 1)[0]
     return _upsample_with_kernel(x, bilinear_kernel(factor, x.dtype), factor)
 
 
@@ -188,7 +188,7 @@ def pixel_shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
 
     Channel ``c * r*r + i * r + j`` becomes sub-pixel ``(i, j)`` of each ``r x r`` output block.
     """
-    _check_image(x)
+    check_image(x)
     batch, channels, height, width = x.shape
     if factor < 1 or channels % (factor * factor):
         raise ValueError(f"channels ({channels}) must be a multiple of factor**2 ({factor}**2)")
@@ -203,7 +203,7 @@ def pixel_shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
 def pixel_unshuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Space to depth, the inverse of :func:`pixel_shuffle`:
     ``(N, C, r*H, r*W)`` -> ``(N, C * r*r, H, W)``."""
-    _check_image(x)
+    check_image(x)
     batch, channels, height, width = x.shape
     if factor < 1 or height % factor or width % factor:
         raise ValueError(f"H and W ({height}x{width}) must be multiples of factor {factor}")
@@ -258,7 +258,7 @@ class LearnedResampler(nn.Module):
         self.up_kernel = nn.Parameter(kernel.clone())
 
     def down(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x)
+        check_image(x)
         batch, channels, height, width = x.shape
         if height % self.factor or width % self.factor:
             raise ValueError(f"H and W ({height}x{width}) must be multiples of {self.factor}")
@@ -270,7 +270,7 @@ class LearnedResampler(nn.Module):
         return out.reshape(batch, channels, height // self.factor, width // self.factor)
 
     def up(self, y: torch.Tensor) -> torch.Tensor:
-        _check_image(y)
+        check_image(y)
         return _upsample_with_kernel(y, self.up_kernel, self.factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -307,7 +307,7 @@ def _layer_geometry(layer):
         if isinstance(layer.padding, str):
             raise ValueError(f"padding={layer.padding!r} is not supported; give numbers")
         pairs = [
-            _pair(value, "layer geometry", 0)
+            as_pair(value, "layer geometry", 0)
             for value in (layer.kernel_size, layer.stride, layer.padding,
                           getattr(layer, "dilation", 1))
         ]
@@ -387,13 +387,13 @@ def upsample(y: torch.Tensor, method: str = "bilinear", factor: int = 2, size=No
     elif method == "transposed":
         out = upsample_transposed(y, factor)
     elif method == "bicubic":
-        _check_image(y)
+        check_image(y)
         out = F.interpolate(y, scale_factor=factor, mode="bicubic", align_corners=False)
     else:
         raise ValueError(f"unknown upsampling {method!r}; choose one of {UPSAMPLING}")
     if size is None:
         return out
-    height, width = _pair(tuple(size), "size", 1)
+    height, width = as_pair(tuple(size), "size", 1)
     out = out[..., :height, :width]
     pad_h, pad_w = height - out.shape[2], width - out.shape[3]
     if pad_h or pad_w:

@@ -94,7 +94,7 @@ def refine_latents(model: CompressionModel, x: torch.Tensor, rate, lmbda: float,
         parameter.requires_grad_(False)
     try:
         with torch.no_grad():
-            y, z = model._analysis(x, rate)
+            y, z = model.analysis(x, rate)
             best = rd_cost(model, x, (y, z), rate, lmbda, size=size)
         history = [{"step": 0, **{k: float(v) for k, v in best.items()}}]
         best_latents = (y.clone(), z.clone())

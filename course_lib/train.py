@@ -507,3 +507,8 @@ def _load_checkpoint(path: Path, parts: dict, state: _RunState, batches: _BatchS
     if rank != 0:
         # The checkpoint holds rank 0's generators; other ranks need streams of their own.
         seed_everything(1_000_003 * rank + state.step)
+
+
+def parameter_count(model: nn.Module) -> int:
+    """The number of trainable numbers in ``model`` (its parameters that need gradients)."""
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)

@@ -17,15 +17,18 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from course_lib import autoencoders as ae
 from course_lib import weights
+from course_lib.codecs import latent_files
+from course_lib.recipes import autoencoders as recipe
+from course_lib.train import parameter_count
 from course_lib.weights import WeightsError
 
 FAST_SETTINGS = settings(max_examples=15, deadline=None)
 
 
-@pytest.mark.parametrize("name", sorted(ae.PRETRAINED))
+@pytest.mark.parametrize("name", sorted(recipe.PRETRAINED))
 def test_every_model_maps_any_image_size_back_to_itself(name):
     torch.manual_seed(0)
-    model = ae.PRETRAINED[name]()
+    model = recipe.PRETRAINED[name]()
     x = torch.rand(2, 3, 37, 53)
     y = model.encode(x)
     f = model.factor
@@ -68,7 +71,7 @@ def test_dense_parameter_count_formula():
     widths = [3 * 16 * 16, 128, 64, 32]
     one_side = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:], strict=True))
     mirror = sum((b + 1) * a for a, b in zip(widths[:-1], widths[1:], strict=True))
-    assert ae.parameter_count(model) == one_side + mirror == 218_272
+    assert parameter_count(model) == one_side + mirror == 218_272
 
 
 def test_dropout_is_off_when_reconstructing_and_the_mode_is_restored():
@@ -89,11 +92,11 @@ def test_dropout_is_off_when_reconstructing_and_the_mode_is_restored():
        bits=st.integers(1, 8), seed=st.integers(0, 2**16))
 def test_quantisation_error_is_at_most_half_a_step(channels, rows, cols, bits, seed):
     y = torch.randn(channels, rows, cols, generator=torch.Generator().manual_seed(seed)) * 5
-    quantized = ae.quantize_latents(y, bits)
+    quantized = latent_files.quantize_latents(y, bits)
     levels = 2**bits - 1
     assert quantized.symbols.dtype == np.uint8 and quantized.symbols.max() <= levels
     step = torch.from_numpy((quantized.high - quantized.low) / levels)[:, None, None]
-    error = (ae.dequantize_latents(quantized)[0] - y).abs()
+    error = (latent_files.dequantize_latents(quantized)[0] - y).abs()
     assert torch.all(error <= step / 2 + 1e-5 * (1 + y.abs()))
     if rows * cols > 1:  # the extremes of each channel land on the end levels
         assert np.all(quantized.symbols.reshape(channels, -1).min(axis=1) == 0)
@@ -102,20 +105,20 @@ def test_quantisation_error_is_at_most_half_a_step(channels, rows, cols, bits, s
 
 def test_constant_channel_is_stored_exactly():
     y = torch.full((2, 3, 4), 1.25)
-    quantized = ae.quantize_latents(y, bits=4)
+    quantized = latent_files.quantize_latents(y, bits=4)
     assert np.all(quantized.symbols == 0)
-    assert torch.equal(ae.dequantize_latents(quantized)[0], y)
+    assert torch.equal(latent_files.dequantize_latents(quantized)[0], y)
 
 
 @FAST_SETTINGS
 @given(channels=st.integers(1, 10), rows=st.integers(1, 12), cols=st.integers(1, 12),
-       bits=st.integers(1, 8), method=st.sampled_from(ae.STORAGE_METHODS),
+       bits=st.integers(1, 8), method=st.sampled_from(latent_files.STORAGE_METHODS),
        seed=st.integers(0, 2**16))
 def test_latent_files_round_trip(channels, rows, cols, bits, method, seed):
     y = torch.randn(channels, rows, cols, generator=torch.Generator().manual_seed(seed))
-    quantized = ae.quantize_latents(y, bits, image_size=(8 * rows - 3, 8 * cols))
-    data = ae.pack_latents(quantized, method)
-    back = ae.unpack_latents(data)
+    quantized = latent_files.quantize_latents(y, bits, image_size=(8 * rows - 3, 8 * cols))
+    data = latent_files.pack_latents(quantized, method)
+    back = latent_files.unpack_latents(data)
     assert np.array_equal(back.symbols, quantized.symbols)
     assert np.array_equal(back.low, quantized.low) and np.array_equal(back.high, quantized.high)
     assert (back.bits, back.image_size) == (bits, (8 * rows - 3, 8 * cols))
@@ -130,48 +133,50 @@ def test_latent_files_round_trip(channels, rows, cols, bits, method, seed):
 
 
 def test_damaged_latent_files_raise_clear_errors():
-    data = ae.pack_latents(ae.quantize_latents(torch.randn(2, 4, 4)), "zlib")
+    data = latent_files.pack_latents(latent_files.quantize_latents(torch.randn(2, 4, 4)), "zlib")
     with pytest.raises(ValueError, match="too few"):
-        ae.unpack_latents(data[:5])
+        latent_files.unpack_latents(data[:5])
     with pytest.raises(ValueError, match="damaged"):
-        ae.unpack_latents(data[:-6])
+        latent_files.unpack_latents(data[:-6])
     with pytest.raises(ValueError, match="bad header"):
-        ae.unpack_latents(b"\x09" + data[1:])
+        latent_files.unpack_latents(b"\x09" + data[1:])
     with pytest.raises(ValueError, match="method"):
-        ae.pack_latents(ae.quantize_latents(torch.randn(2, 4, 4)), "gzip")
+        latent_files.pack_latents(latent_files.quantize_latents(torch.randn(2, 4, 4)), "gzip")
     with pytest.raises(ValueError, match="bits"):
-        ae.quantize_latents(torch.randn(2, 4, 4), bits=9)
+        latent_files.quantize_latents(torch.randn(2, 4, 4), bits=9)
 
 
 def test_compress_decompress_matches_quantised_decode():
     torch.manual_seed(0)
     model = ae.StridedAutoencoder(latent_channels=4, downsamplings=2, channels=8)
     x = torch.rand(1, 3, 30, 21)
-    data = model.compress(x, bits=8, method="png")
-    x_hat = model.decompress(data)
+    data = latent_files.compress_image(model, x, bits=8, method="png")
+    x_hat = latent_files.decompress_image(model, data)
     assert x_hat.shape == x.shape
-    expected = model.decode(ae.dequantize_latents(model.latents(x, 8)), 30, 21)
+    quantized = latent_files.image_latents(model, x, 8)
+    expected = model.decode(latent_files.dequantize_latents(quantized), 30, 21)
     torch.testing.assert_close(x_hat, expected, atol=0, rtol=0)
     # 8-bit latents change the picture very little (an untrained model: small outputs).
     assert (x_hat - model.reconstruct(x)).abs().max() < 0.02
     with pytest.raises(ValueError, match="latent channels"):
-        ae.StridedAutoencoder(latent_channels=5, downsamplings=2, channels=8).decompress(data)
+        latent_files.decompress_image(
+            ae.StridedAutoencoder(latent_channels=5, downsamplings=2, channels=8), data)
 
 
 def test_float64_latents_round_like_float32_ones():
     torch.manual_seed(1)
     model = ae.StridedAutoencoder(latent_channels=8, downsamplings=3, channels=16)
     x = torch.rand(1, 3, 64, 96)
-    symbols = model.latents(x).symbols
+    symbols = latent_files.image_latents(model, x).symbols
     # referee: a float64 copy of the network built from the state dict, on the float64 image
     # (64 x 96 needs no padding)
     float64_model = ae.StridedAutoencoder(latent_channels=8, downsamplings=3, channels=16)
     float64_model.load_state_dict(model.state_dict())
     with torch.no_grad():
         float64_latent = float64_model.double().eval().g_a(x.double())[0]
-    assert np.array_equal(symbols, ae.quantize_latents(float64_latent).symbols)
+    assert np.array_equal(symbols, latent_files.quantize_latents(float64_latent).symbols)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # the model is untouched
-    float32 = ae.quantize_latents(model.encode(x)[0]).symbols
+    float32 = latent_files.quantize_latents(model.encode(x)[0]).symbols
     assert np.abs(symbols.astype(int) - float32).max() <= 1
     assert np.mean(symbols != float32) < 1e-3
 
@@ -179,7 +184,7 @@ def test_float64_latents_round_like_float32_ones():
 def test_reconstruction_loss_logs_psnr():
     model = ae.StridedAutoencoder(latent_channels=2, downsamplings=1, channels=4)
     x = torch.rand(2, 3, 8, 8)
-    losses = ae.reconstruction_loss(model, x)
+    losses = recipe.reconstruction_loss(model, x)
     torch.testing.assert_close(losses["loss"], F.mse_loss(model(x), x))
     torch.testing.assert_close(losses["psnr"], -10 * torch.log10(losses["loss"]))
 
@@ -187,13 +192,13 @@ def test_reconstruction_loss_logs_psnr():
 def test_train_autoencoder_runs_the_course_trainer(tmp_path):
     torch.manual_seed(0)
     model = ae.StridedAutoencoder(latent_channels=4, downsamplings=2, channels=8)
-    result = ae.train_autoencoder(model, 6, num_images=3, patch_size=32, batch_size=2,
+    result = recipe.train_autoencoder(model, 6, num_images=3, patch_size=32, batch_size=2,
                                   log_every=2, progress=False, log_csv=tmp_path / "log.csv")
     assert [row["step"] for row in result.history] == [2, 4, 6]
     assert result.history[-1]["lr"] == pytest.approx(1e-4)  # the last fifth runs at lr / 10
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 4
     with pytest.raises(ValueError, match="multiple of the model's factor"):
-        ae.train_autoencoder(model, 1, patch_size=30)
+        recipe.train_autoencoder(model, 1, patch_size=30)
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -202,9 +207,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=">= 1"):
         ae.ConvPoolAutoencoder(latent_channels=0)
     with pytest.raises(ValueError, match="one image"):
-        ae.StridedAutoencoder().latents(torch.rand(2, 3, 32, 32))
+        latent_files.image_latents(ae.StridedAutoencoder(), torch.rand(2, 3, 32, 32))
     with pytest.raises(ValueError, match="unknown model"):
-        ae.load_pretrained("vae")
+        recipe.load_pretrained("vae")
 
 
 def test_latent_explorer_edits_and_draws(shown_titles):
@@ -219,11 +224,11 @@ def test_latent_explorer_edits_and_draws(shown_titles):
     x_hat, y, psnr, bpp = explorer.edit_latents(model, x, channel=1, gain=0.0, bits=4)
     assert torch.all(y[0, 1] == 0) and not torch.all(y[0, 0] == 0)
     # referee: the edited latent stored by hand, and skimage's PSNR of its decoded image
-    quantized = ae.quantize_latents(model.encode(x)[0] * torch.tensor([1.0, 0.0, 1.0])[:, None,
-                                                                                      None], 4)
-    data = ae.pack_latents(quantized, "zlib")
+    mask = torch.tensor([1.0, 0.0, 1.0])[:, None, None]
+    quantized = latent_files.quantize_latents(model.encode(x)[0] * mask, 4)
+    data = latent_files.pack_latents(quantized, "zlib")
     assert bpp == 8 * len(data) / (24 * 20)
-    decoded = model.decode(ae.dequantize_latents(quantized), 24, 20)
+    decoded = model.decode(latent_files.dequantize_latents(quantized), 24, 20)
     expected_psnr = peak_signal_noise_ratio(
         image, (decoded[0].permute(1, 2, 0) * 255).round().byte().numpy(), data_range=255)
     assert psnr == pytest.approx(expected_psnr, abs=1e-4)
@@ -247,9 +252,9 @@ def test_latent_explorer_edits_and_draws(shown_titles):
 # Shipped weights -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(ae.PRETRAINED))
+@pytest.mark.parametrize("name", sorted(recipe.PRETRAINED))
 def test_shipped_weights_load_into_the_current_architecture(name):
-    model = ae.load_pretrained(name)
+    model = recipe.load_pretrained(name)
     assert not model.training
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -257,17 +262,17 @@ def test_shipped_weights_load_into_the_current_architecture(name):
 def test_weights_come_through_the_one_loader_and_damage_is_refused(ship_weights):
     good = (weights.CHECKOUT / "autoencoders" / "conv_pool.pt").read_bytes()
     shipped = ship_weights("autoencoders/conv_pool.pt", good)
-    assert not ae.load_pretrained("conv_pool").training
-    assert ae.weights_dir() == shipped.parent
+    assert not recipe.load_pretrained("conv_pool").training
+    assert recipe.weights_dir() == shipped.parent
     shipped.write_bytes(good[:-20] + bytes([good[-20] ^ 1]) + good[-19:])
     with pytest.raises(WeightsError, match="damaged"):
-        ae.load_pretrained("conv_pool")
+        recipe.load_pretrained("conv_pool")
     with pytest.raises(WeightsError, match="not a shipped file"):
-        ae.load_pretrained("dense")  # not in this test's manifest
+        recipe.load_pretrained("dense")  # not in this test's manifest
 
 
 def test_pretrained_latents_for_notebook_04_are_reproducible():
-    quantized = ae.pretrained_latents("strided_f8_c8", kodak_index=23, bits=8)
+    quantized = recipe.pretrained_latents("strided_f8_c8", kodak_index=23, bits=8)
     assert quantized.symbols.shape == (8, 64, 96) and quantized.image_size == (512, 768)
     assert quantized.symbols.dtype == np.uint8
     # Pinned: the same symbols on every machine, and as long as the shipped weights stay.

@@ -294,7 +294,7 @@ def test_a_codec_that_is_not_installed_is_left_out_once(tmp_path, monkeypatch):
     def no_plugin():
         raise ImportError("JPEG XL needs the pillow-jxl-plugin package")
 
-    monkeypatch.setattr(classical, "_register_jpeg_xl", no_plugin)
+    monkeypatch.setattr(classical, "register_jpeg_xl", no_plugin)
     code, _, stderr = _bench("--images", folder, "--out", tmp_path / "out", "--codecs",
                              "png,jxl-lossless", "--no-progress")
     assert code == 0, stderr

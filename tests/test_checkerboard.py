@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import codec_training, datasets
+from course_lib import datasets
 from course_lib.codecs import learned
 from course_lib.entropy.errors import DecodeError
 from course_lib.models import (
@@ -14,8 +14,10 @@ from course_lib.models import (
     MaskedConv2d,
     MeanScaleHyperprior,
     anchor_mask,
+    build_model,
     rate_bits,
 )
+from course_lib.recipes import codec_training
 from course_lib.refine import EFFORT_STEPS, rd_cost, refine_latents, sga_round
 
 
@@ -87,7 +89,7 @@ def test_round_trip_gives_the_decoder_the_encoders_latents(model):
     result = model.compress(x, 1.0)
     assert len(result["strings"]) == 3
     decoded = model.decompress(result["strings"], result["shape"], 1.0)
-    y, z = model._analysis(x, 1.0)
+    y, z = model.analysis(x, 1.0)
     with torch.no_grad():
         rounded = model.relaxed_terms(y, z, 1.0, lambda v, o: torch.round(v - o) + o)
     # the codec computes means in float64, training in float32: at most float32 rounding
@@ -189,7 +191,7 @@ def test_training_grows_a_context_model_from_mean_scale_weights(tmp_path):
               "lambdas": [0.01, 0.05]}
     torch.manual_seed(0)
     start = tmp_path / "start.pt"
-    learned.save_weights(learned.build_model(config), config, start)
+    learned.save_weights(build_model(config), config, start)
     run = tmp_path / "run"
     codec_training.main(["--run-dir", str(run), "--architecture", "checkerboard",
                          "--init", str(start), "--channels", "8", "--latent-channels", "12",
@@ -282,7 +284,7 @@ def test_state_dict_has_no_side_effects_and_the_decoder_refuses_stale_tables():
 @pytest.mark.parametrize("architecture", ["factorized", "mean-scale", "checkerboard"])
 def test_one_image_in_one_image_out(architecture):
     """The codec API's rule for batches: compress takes one image and decompress gives one."""
-    net = learned.build_model({"architecture": architecture, "n": 8, "m": 12}).eval()
+    net = build_model({"architecture": architecture, "n": 8, "m": 12}).eval()
     with pytest.raises(ValueError, match="one image at a time"):
         net.compress(torch.rand(2, 3, 64, 64))
     result = net.compress(torch.rand(1, 3, 64, 64))

@@ -46,8 +46,8 @@ WRONG_ANSWERS = {
           "               for p in output['likelihoods'].values())\n"
           "    mse = ((output['x_hat'] - x) ** 2).flatten(1).mean(dim=1)\n"
           "    return (bits / (x.shape[-2] * x.shape[-1]) + lmbda * mse).mean()  # no 255**2\n",
-    "07": "import struct\n\ndef image_size(data):\n"
-          "    return struct.unpack_from('<HH', data, 14)  # little-endian\n",
+    "07": "def bin_mass(y_hat, mu, sigma):  # the density at y_hat, not the mass of its bin\n"
+          "    return torch.exp(-0.5 * ((y_hat - mu) / sigma) ** 2) / (sigma * 2.5066282746)\n",
     "08": "def my_bisect_quality(psnr_of, target):\n"
           "    low, high = 1, 95\n"
           "    while low < high:\n"

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from course_lib import __main__ as cli
-from course_lib import images, rd_demos
+from course_lib import images
 from course_lib.codecs import learned
-from course_lib.entropy import DecodeError, HuffmanCode, decode_with_indexes
+from course_lib.entropy import DecodeError, HuffmanCode, decode_with_indexes, rans
 
 FUZZ_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "fuzz_decoders.py"
 _spec = importlib.util.spec_from_file_location("fuzz_decoders", FUZZ_SCRIPT)
@@ -157,8 +157,8 @@ def test_entropy_streams_refuse_counts_their_bytes_cannot_hold():
     _refused_quickly(lambda data: code.decode(data, 10**9), bytes(10), DecodeError,
                      "cannot hold 1000000000")
     values = np.zeros(4, np.int64)
-    stream = rd_demos.encode_readable(values, np.zeros(4, np.int64), table)
-    _refused_quickly(lambda data: rd_demos.decode_readable(data, np.zeros(4, np.int64), table),
+    stream = rans.encode_with_indexes(values, np.zeros(4, np.int64), table)
+    _refused_quickly(lambda data: rans.decode_with_indexes(data, np.zeros(4, np.int64), table),
                      fuzz.set_field(stream, 0, "<I", 64), DecodeError, "cannot hold")
 
 

@@ -214,7 +214,7 @@ def test_cpu_mixed_precision_needs_native_bfloat16(monkeypatch):
 
 
 def test_codec_training_command_refuses_amp_without_bfloat16(monkeypatch, tmp_path):
-    from course_lib import codec_training
+    from course_lib.recipes import codec_training
 
     monkeypatch.setattr(trainer, "cpu_supports_bfloat16", lambda: False)
     with pytest.raises(SystemExit, match="--amp: .*native bfloat16"):

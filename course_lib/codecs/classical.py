@@ -86,7 +86,9 @@ def get_codec(name: str) -> Codec:
 _JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 
 
-def _register_jpeg_xl() -> None:
+def register_jpeg_xl() -> None:
+    """Teach Pillow JPEG XL (the pillow-jxl-plugin package), or raise an ImportError that says
+    how to install it."""
     try:
         import pillow_jxl  # noqa: F401  (importing it registers the "JXL" format with Pillow)
     except ImportError as error:
@@ -115,7 +117,7 @@ def encode(image: np.ndarray, codec: str, setting=None) -> bytes:
     if spec.setting_name == "compression ratio" and not setting >= 1:
         raise ValueError(f"JPEG 2000 compression ratio must be >= 1, got {setting}")
     if spec.format == "JXL":
-        _register_jpeg_xl()
+        register_jpeg_xl()
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=spec.format, **spec.options(setting))
     return buffer.getvalue()
@@ -125,7 +127,7 @@ def decode(data: bytes) -> np.ndarray:
     """Decode the bytes of any of these formats back to a uint8 RGB array."""
     data = bytes(data)
     if data.startswith(_JXL_SIGNATURES):
-        _register_jpeg_xl()
+        register_jpeg_xl()
     return load_image(data)
 
 

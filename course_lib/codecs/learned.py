@@ -82,7 +82,7 @@ import torch
 from .. import refine, weights
 from ..entropy.errors import DecodeError
 from ..images import ImageError, check_pixel_count, pad_to_multiple, to_uint8
-from ..models import MODELS, CompressionModel
+from ..models import CompressionModel, build_model
 from ..weights import WeightsError
 
 MAGIC = b"LICC"
@@ -137,17 +137,6 @@ def _to_half(value):
     return value.half() if value.dtype == torch.float32 else value
 
 
-def build_model(config: dict) -> CompressionModel:
-    """A model from its config ``{"architecture", "n", "m", "num_rates", ...}``."""
-    architecture = config["architecture"]
-    if architecture not in MODELS:
-        raise WeightsError(f"unknown architecture {architecture!r}; known: {sorted(MODELS)}")
-    kwargs = {"n": config["n"], "m": config["m"]}
-    if config.get("num_rates", 1) > 1:
-        kwargs["num_rates"] = config["num_rates"]
-    return MODELS[architecture](**kwargs)
-
-
 def load_weights(path: str | Path, expected_sha256: str | None = None) -> LoadedModel:
     """Load a weights file, verifying its sha256 first; ``torch.load(weights_only=True)``."""
     path = Path(path)
@@ -160,7 +149,10 @@ def load_weights(path: str | Path, expected_sha256: str | None = None) -> Loaded
                            f"{digest[:16]}… instead of {expected_sha256[:16]}…; restore it with "
                            f"`git checkout -- {path}` (or git lfs pull)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(saved["config"])
+    try:
+        model = build_model(saved["config"])
+    except ValueError as error:
+        raise WeightsError(f"{path.name}: {error}") from None
     model.load_state_dict(saved["state_dict"])  # float16 values are copied into float32
     model.eval()
     return LoadedModel(path.stem, model, digest, saved["config"])

@@ -134,7 +134,7 @@ _SHARED = (np.arange(NUM_CONTEXTS), np.arange(NUM_CONTEXTS) // NUM_SHAPES,
 _LUMA, _CHROMA = (0, 256), (-255, 511)  # (lowest level, number of levels M) of a plane
 # Levels 0..55: 1 + round(2 log2 count), capped there (counts above 2**27 are rounded down),
 # so that the integer CDF arithmetic below stays within int64 for every file.
-_MAX_LEVEL = 55
+MAX_LEVEL = 55
 MAX_WEIGHT = 7  # V is predicted as MED + (weight * U's residual) >> 3, weight 0..7
 _CHUNK = 1 << 18  # whole-image passes take this many pixels at a time
 _SAMPLE = 1 << 20  # V's weight is chosen on about this many pixels
@@ -269,7 +269,7 @@ def num_steps(height: int, width: int, tile: int) -> int:
 
 def _level_weights() -> np.ndarray:
     """Integer weight of each table byte: 0 -> 0, q -> about 1000 * 2**((q - 1) / 2)."""
-    q = np.arange(1, _MAX_LEVEL + 1) - 1
+    q = np.arange(1, MAX_LEVEL + 1) - 1
     return np.concatenate([[0], np.where(q % 2, 1414, 1000) << (q // 2)]).astype(np.int64)
 
 
@@ -278,14 +278,14 @@ _WEIGHTS = _level_weights()
 
 def _count_levels(counts: np.ndarray) -> np.ndarray:
     """Levels of residual counts (0 for 0, else 1 + round(2 log2 count), at most
-    :data:`_MAX_LEVEL`)."""
+    :data:`MAX_LEVEL`)."""
     levels = np.zeros(counts.size, np.uint8)
     seen = counts > 0
-    levels[seen] = np.minimum(1 + np.rint(2 * np.log2(counts[seen])), _MAX_LEVEL)
+    levels[seen] = np.minimum(1 + np.rint(2 * np.log2(counts[seen])), MAX_LEVEL)
     return levels
 
 
-def _cdf_from_levels(levels: np.ndarray) -> np.ndarray:
+def cdf_from_levels(levels: np.ndarray) -> np.ndarray:
     """Integer CDF (precision :data:`PRECISION`) of n residual values and the escape, which
     this coder never sends: every symbol gets 1 + its share of the rest, in integers."""
     weights = np.append(_WEIGHTS[levels], 0)
@@ -314,7 +314,7 @@ def _build_tables(entries: list[list[tuple[int, np.ndarray] | None]], context_se
         for shared, entry in enumerate(row):
             if entry is not None:
                 stored[plane, shared] = len(cdfs)
-                cdfs.append(_cdf_from_levels(entry[1]))
+                cdfs.append(cdf_from_levels(entry[1]))
                 offsets.append(entry[0])
                 levels.append(entry[1])
     index = stored[:, _SHARED[context_set]]
@@ -328,7 +328,7 @@ def _build_tables(entries: list[list[tuple[int, np.ndarray] | None]], context_se
     return _Tables(index, table, levels)
 
 
-def _table_section(entries: list[list[tuple[int, np.ndarray] | None]]) -> bytes:
+def table_section(entries: list[list[tuple[int, np.ndarray] | None]]) -> bytes:
     """The file's table section (see the module docstring) of ``entries``."""
     raw = bytearray()
     for row in entries:
@@ -351,7 +351,7 @@ def _check_counts(tables: _Tables, pixels: int, stream_bytes: int) -> None:
     bound times its ``-log2 p``.
     """
     low = [np.where(levels > 0, np.exp2((levels - 1.5) / 2), 0.0) for levels in tables.levels]
-    high = [np.where(levels == _MAX_LEVEL, np.inf, np.where(
+    high = [np.where(levels == MAX_LEVEL, np.inf, np.where(
         levels > 0, np.exp2((levels - 0.5) / 2), 0.0)) for levels in tables.levels]
     for plane, row in enumerate(tables.index):
         used = np.unique(row[row >= 0])  # contexts can share a table
@@ -368,11 +368,13 @@ def _check_counts(tables: _Tables, pixels: int, stream_bytes: int) -> None:
         raise LosslessFileError(f"{error}; re-encode the original image") from None
 
 
-def _parse_tables(section: bytes, planes: list[tuple[int, int]], context_set: int
-                  ) -> _Tables:
-    """The tables of a file's table section, every field checked."""
-    per_plane = int(_SHARED[context_set].max()) + 1
-    limit = len(planes) * per_plane * (4 + _CHROMA[1])  # every table as wide as can be
+def read_table_section(section: bytes, ranges: list[tuple[int, int]], per_range: int
+                       ) -> list[list[tuple[int, np.ndarray] | None]]:
+    """The entries of a table section (zlib-compressed), every field checked: ``per_range``
+    entries for each ``(lowest, highest)`` residual range of ``ranges``, each ``None`` (an
+    unused table) or ``(first residual, levels)``. Shared by the learned coder's per-image
+    tables (:mod:`course_lib.codecs.lossless_learned`)."""
+    limit = sum(per_range * (4 + high - low + 1) for low, high in ranges)  # all at full width
     inflater = zlib.decompressobj()
     try:
         raw = inflater.decompress(section, limit + 1)
@@ -383,10 +385,9 @@ def _parse_tables(section: bytes, planes: list[tuple[int, int]], context_set: in
         raise LosslessFileError("the file's table section is too long or does not end where "
                                 "its length says: corrupted file; re-encode the original")
     entries, position = [], 0
-    for info in planes:
-        low, high = -(info[1] // 2), info[1] - 1 - info[1] // 2  # the wrapped residuals
+    for low, high in ranges:
         row = []
-        for _ in range(per_plane):
+        for _ in range(per_range):
             if position + 2 > len(raw):
                 raise LosslessFileError("the file's table section ends early: corrupted file")
             (count,) = struct.unpack_from(">H", raw, position)
@@ -401,14 +402,23 @@ def _parse_tables(section: bytes, planes: list[tuple[int, int]], context_set: in
             levels = np.cumsum(steps, dtype=np.int64)
             position += 2 + count
             if first < low or first + count - 1 > high or levels.min() < 0 or (
-                    levels.max() > _MAX_LEVEL) or levels.max() == 0:
+                    levels.max() > MAX_LEVEL) or levels.max() == 0:
                 raise LosslessFileError("the file's table section holds an impossible table: "
                                         "corrupted file; re-encode the original image")
             row.append((first, levels.astype(np.uint8)))
         entries.append(row)
     if position != len(raw):
         raise LosslessFileError("the file's table section has extra bytes: corrupted file")
-    return _build_tables(entries, context_set)
+    return entries
+
+
+def _parse_tables(section: bytes, planes: list[tuple[int, int]], context_set: int
+                  ) -> _Tables:
+    """The tables of a file's table section, every field checked."""
+    per_plane = int(_SHARED[context_set].max()) + 1
+    # the wrapped residuals of each plane: -(levels // 2) .. levels - 1 - levels // 2
+    ranges = [(-(info[1] // 2), info[1] - 1 - info[1] // 2) for info in planes]
+    return _build_tables(read_table_section(section, ranges, per_plane), context_set)
 
 
 # --- the coder ------------------------------------------------------------------------------
@@ -528,14 +538,14 @@ def _choose_tables(histograms: list[np.ndarray], sets) -> tuple[int, _Tables, by
             levels = histogram.shape[1]
             counts = np.zeros((int(shared.max()) + 1, levels), np.int64)
             np.add.at(counts, shared, histogram)
-            row = [_entry(table_counts, levels) for table_counts in counts]
+            row = [table_entry(table_counts, levels) for table_counts in counts]
             for table_counts, entry in zip(counts, row, strict=True):
                 if entry is not None:
                     start = entry[0] + levels // 2
                     seen = table_counts[start : start + entry[1].size]
-                    bits += seen @ _code_lengths(_cdf_from_levels(entry[1]))
+                    bits += seen @ _code_lengths(cdf_from_levels(entry[1]))
             entries.append(row)
-        section = _table_section(entries)
+        section = table_section(entries)
         bits += 8 * len(section)
         if best is None or bits < best[0]:
             best = (bits, context_set, entries, section)
@@ -548,7 +558,7 @@ def _code_lengths(cdf: np.ndarray) -> np.ndarray:
     return PRECISION - np.log2(np.diff(cdf[:-1]).astype(np.float64))
 
 
-def _entry(counts: np.ndarray, levels: int) -> tuple[int, np.ndarray] | None:
+def table_entry(counts: np.ndarray, levels: int) -> tuple[int, np.ndarray] | None:
     """(first residual, levels) of one table's residual counts, None if it has none."""
     seen = np.flatnonzero(counts)
     if seen.size == 0:

@@ -437,7 +437,7 @@ def _image_tables(entries) -> tuple[np.ndarray, CdfTable | None]:
     for context, entry in enumerate(entries):
         if entry is not None:
             rows[context] = len(cdfs)
-            cdfs.append(lossless._cdf_from_levels(entry[1]))
+            cdfs.append(lossless.cdf_from_levels(entry[1]))
             offsets.append(entry[0])
     if not cdfs:
         return rows, None
@@ -450,38 +450,7 @@ def _image_tables(entries) -> tuple[np.ndarray, CdfTable | None]:
 def _parse_section(section: bytes, contexts: int) -> list:
     """The entries of a per-image table section (the layout of LLCC's, one plane of 256
     residuals -128..127 with ``contexts`` tables), every field checked."""
-    limit = contexts * (4 + 256)
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(section, limit + 1)
-    except zlib.error:
-        raise LosslessFileError("the file's table section is not valid zlib data: corrupted "
-                                "file; re-encode the original image") from None
-    if len(raw) > limit or not inflater.eof or inflater.unused_data:
-        raise LosslessFileError("the file's table section is too long or does not end where "
-                                "its length says: corrupted file; re-encode the original")
-    entries, position = [], 0
-    for _ in range(contexts):
-        if position + 2 > len(raw):
-            raise LosslessFileError("the file's table section ends early: corrupted file")
-        (count,) = struct.unpack_from(">H", raw, position)
-        position += 2
-        if count == 0:
-            entries.append(None)
-            continue
-        if position + 2 + count > len(raw):
-            raise LosslessFileError("the file's table section ends early: corrupted file")
-        (first,) = struct.unpack_from(">h", raw, position)
-        levels = np.cumsum(np.frombuffer(raw, np.int8, count, position + 2), dtype=np.int64)
-        position += 2 + count
-        if first < -128 or first + count - 1 > 127 or levels.min() < 0 or (
-                levels.max() > lossless._MAX_LEVEL) or levels.max() == 0:
-            raise LosslessFileError("the file's table section holds an impossible table: "
-                                    "corrupted file; re-encode the original image")
-        entries.append((first, levels.astype(np.uint8)))
-    if position != len(raw):
-        raise LosslessFileError("the file's table section has extra bytes: corrupted file")
-    return entries
+    return lossless.read_table_section(section, [(-128, 127)], contexts)[0]
 
 
 # --- the shipped model ----------------------------------------------------------------------
@@ -632,14 +601,14 @@ def compress_learned(image: np.ndarray, *, levels: int | None = None,
             keys = ((position * CONTEXTS + coding.context) * 256
                     + _residuals(values, coding, 1) + 128)
             counts += np.bincount(keys.reshape(-1), minlength=counts.size)
-        entries = [lossless._entry(row, 256) for row in counts.reshape(contexts, 256)]
+        entries = [lossless.table_entry(row, 256) for row in counts.reshape(contexts, 256)]
         rows, table = _image_tables(entries)
-        choices.append((1, lossless._table_section([entries]), [
+        choices.append((1, lossless.table_section([entries]), [
             encode_with_indexes(_residuals(values, coding, 1),
                                 rows[position * CONTEXTS + coding.context], table)
             for position, coding, values in records]))
     if not choices:  # table_mode 1 and nothing to code: no tables either
-        choices.append((1, lossless._table_section([[None] * len(channels) * CONTEXTS]),
+        choices.append((1, lossless.table_section([[None] * len(channels) * CONTEXTS]),
                         []))
     mode, section, segments = min(choices, key=lambda choice: len(choice[1])
                                   + sum(map(len, choice[2])))

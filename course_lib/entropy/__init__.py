@@ -5,7 +5,8 @@
 - :mod:`.rle`: run lengths and the PackBits byte format.
 - :mod:`.huffman`: Huffman code lengths, canonical codes, encoding to bytes and back.
 - :mod:`.cdf`: quantised integer CDFs from float models, tables of them with escape coding.
-- :mod:`.rans`: a readable rANS coder with static and adaptive models.
+- :mod:`.rans`: a readable rANS coder with static and adaptive models, and a stream of values
+  with a table each (the fast coder's format, readable).
 - :mod:`.fast`: the fast coder for large streams, one table per value (``constriction``).
 
 Every decoder raises :class:`DecodeError` (a ``ValueError``) on data it cannot decode, and

@@ -256,12 +256,19 @@ class CdfTable:
     def information_bits(self, values, indexes) -> float:
         """Ideal code length ``-sum log2 p`` of the values, escapes and bypass groups included:
         the size an exact entropy coder approaches."""
+        return float(self.bits_per_value(values, indexes).sum())
+
+    def bits_per_value(self, values, indexes) -> np.ndarray:
+        """The ideal code length ``-log2 p`` of each value, float64 with the shape of
+        ``values``; an escaped value also pays its 4-bit group count and groups."""
         symbols, overflow = self.split_values(values, indexes)
         flat_indexes = self.check_indexes(indexes).reshape(-1)
         freqs = self.cdfs[flat_indexes, symbols + 1] - self.cdfs[flat_indexes, symbols]
+        bits = self.precision - np.log2(freqs)
         counts, _ = bypass_groups(overflow)
-        bypass_bits = BYPASS_BITS * (counts.size + counts.sum())
-        return float(self.precision * symbols.size - np.log2(freqs).sum() + bypass_bits)
+        escaped = symbols == self.lengths[flat_indexes] - 1
+        bits[escaped] += BYPASS_BITS * (1 + counts)
+        return bits.reshape(np.shape(values))
 
 
 def check_stream_length(num_bytes: int, minimum_bits: float, what: str = "values") -> None:

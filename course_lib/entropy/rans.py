@@ -15,6 +15,10 @@ a state that would overflow pushes its low 32 bits out as a word; after decoding
 rANS is a stack: the decoder pops symbols in the reverse order of the encoder's pushes. So the
 encoder runs over the message backwards, and the decoder forwards.
 
+:func:`encode_with_indexes` / :func:`decode_with_indexes` code a stream of values, each with a
+table of its own (the latents of notebook 06's factorized prior), with the escape scheme of the
+fast coder (:mod:`course_lib.entropy.fast`), whose streams they match in size to a word.
+
 Byte format: the final 64-bit state, then the 32-bit words in the order the decoder reads them,
 all little-endian. The encoder starts from ``x = L + c``, where ``c`` is the CRC-32 of the
 message (its symbols as little-endian int64), so a decoder that has decoded every symbol must be
@@ -33,11 +37,22 @@ costs at most one bit. What is caught:
 
 from __future__ import annotations
 
+import struct
 import zlib
 
 import numpy as np
 
-from .cdf import DEFAULT_PRECISION, check_cdf, quantize_pmf
+from .cdf import (
+    BYPASS_BITS,
+    DEFAULT_PRECISION,
+    MAX_BYPASS_GROUPS,
+    CdfTable,
+    bypass_groups,
+    check_cdf,
+    check_stream_length,
+    join_bypass_groups,
+    quantize_pmf,
+)
 from .errors import DecodeError
 
 WORD_BITS = 32
@@ -185,3 +200,78 @@ def rans_decode(data: bytes, num_symbols: int, model: StaticModel | AdaptiveMode
             "with this model and symbol count"
         )
     return symbols
+
+
+# -- a stream of values with a table each (the learned codec's latents), readable ------------
+_BYPASS_CDF = quantize_pmf(np.ones(1 << BYPASS_BITS))
+_COUNT = struct.Struct("<I")
+
+
+class TableWalk:
+    """A model for :func:`rans_encode`: symbol ``i`` of the message uses table ``indexes[i]``
+    of a :class:`~course_lib.entropy.cdf.CdfTable`; the symbols after the last index are 4-bit
+    bypass groups.
+
+    The readable coder asks its model for a CDF before each symbol and calls ``update``
+    after it, so walking a list of tables is all a per-latent model needs.
+    """
+
+    def __init__(self, table: CdfTable, indexes: np.ndarray, position: int = 0):
+        self.table, self.indexes, self.position = table, indexes, position
+        self.precision = table.precision
+        self.alphabet_size = max(int(table.lengths.max()), _BYPASS_CDF.size - 1)
+
+    def cdf(self) -> np.ndarray:
+        if self.position < self.indexes.size:
+            return self.table.cdf(self.indexes[self.position])
+        return _BYPASS_CDF
+
+    def update(self, symbol: int) -> None:
+        self.position += 1
+
+    def copy(self) -> TableWalk:
+        return TableWalk(self.table, self.indexes, self.position)
+
+
+def encode_with_indexes(values, indexes, table: CdfTable) -> bytes:
+    """Code integer ``values`` (value ``i`` with CDF ``indexes[i]``) with the readable rANS.
+
+    Same escape scheme as the fast path (:func:`course_lib.entropy.fast.encode_with_indexes`):
+    table symbols, then one 4-bit group count per escaped value, then the groups. The stream
+    starts with the number of bypass symbols (4 bytes) so the decoder knows the message
+    length; the fast path instead ends with a 4-byte checksum, so the sizes agree to a word.
+    """
+    flat_indexes = table.check_indexes(indexes).reshape(-1)
+    symbols, overflow = table.split_values(values, indexes)
+    counts, groups = bypass_groups(overflow)
+    message = np.concatenate([symbols, counts, groups])
+    return (_COUNT.pack(counts.size + groups.size)
+            + rans_encode(message, TableWalk(table, flat_indexes)))
+
+
+def decode_with_indexes(data: bytes, indexes, table: CdfTable) -> np.ndarray:
+    """Inverse of :func:`encode_with_indexes`: int64 values with the shape of ``indexes``.
+
+    Raises :class:`DecodeError` for a stream it cannot decode, checking before it decodes that
+    the header's count of bypass symbols is possible (at most 16 per value: a group count and
+    15 groups) and that the stream is long enough for all the symbols (each bypass symbol
+    costs 4 bits, each value at least its table's :meth:`~CdfTable.minimum_bits`).
+    """
+    if len(data) < _COUNT.size:
+        raise DecodeError("readable stream too short for its header")
+    flat_indexes = table.check_indexes(indexes).reshape(-1)
+    (extra,) = _COUNT.unpack_from(data)
+    if extra > (1 + MAX_BYPASS_GROUPS) * flat_indexes.size:
+        raise DecodeError(f"readable stream: its header announces {extra} bypass symbols, more "
+                          f"than {flat_indexes.size} values can have")
+    check_stream_length(len(data) - _COUNT.size,
+                        table.minimum_bits()[flat_indexes].sum() + BYPASS_BITS * extra)
+    message = rans_decode(data[_COUNT.size:], flat_indexes.size + extra,
+                               TableWalk(table, flat_indexes))
+    symbols = message[: flat_indexes.size]
+    num_escaped = int(np.count_nonzero(symbols == table.lengths[flat_indexes] - 1))
+    counts = message[flat_indexes.size : flat_indexes.size + num_escaped]
+    groups = message[flat_indexes.size + num_escaped :]
+    if num_escaped + int(counts.sum()) != extra:
+        raise DecodeError("readable stream: escape counts do not match its header")
+    return table.merge_values(symbols, indexes, join_bypass_groups(counts, groups))

@@ -7,16 +7,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import autoencoders as ae
 from .. import metrics
+from ..autoencoders import Autoencoder
+from ..codecs import latent_files
 from ..images import to_tensor
 
 
-def edit_latents(model: ae.Autoencoder, x: torch.Tensor, channel: int, gain: float = 1.0,
+def edit_latents(model: Autoencoder, x: torch.Tensor, channel: int, gain: float = 1.0,
                  bits: int | None = None):
     """Decode ``x (1, 3, H, W)`` after multiplying latent ``channel`` by ``gain``.
 
-    With ``bits`` the edited latent is also rounded (:func:`~course_lib.autoencoders.
+    With ``bits`` the edited latent is also rounded (:func:`~course_lib.codecs.latent_files.
     quantize_latents`) and stored with zlib. Returns ``(x_hat, y, psnr_db, bpp)``; ``y`` is
     the edited latent ``(1, C, h, w)`` and ``bpp`` is ``None`` without rounding.
     """
@@ -28,9 +29,9 @@ def edit_latents(model: ae.Autoencoder, x: torch.Tensor, channel: int, gain: flo
         y[:, channel] *= gain
         bpp = None
         if bits is not None:
-            quantized = ae.quantize_latents(y[0], bits, image_size=(height, width))
-            bpp = metrics.bpp(len(ae.pack_latents(quantized, "zlib")), height, width)
-            y = ae.dequantize_latents(quantized)
+            quantized = latent_files.quantize_latents(y[0], bits, image_size=(height, width))
+            bpp = metrics.bpp(len(latent_files.pack_latents(quantized, "zlib")), height, width)
+            y = latent_files.dequantize_latents(quantized)
         x_hat = model.decode(y, height, width)
     return x_hat, y, metrics.psnr(x, x_hat).item(), bpp
 
@@ -58,7 +59,7 @@ def _draw(model, x, channel, gain, bits):
     plt.show()
 
 
-def latent_explorer(model: ae.Autoencoder, image: np.ndarray, channel: int = 0,
+def latent_explorer(model: Autoencoder, image: np.ndarray, channel: int = 0,
                     gain: float = 1.0, bits: int | None = 8):
     """Explore the latent of ``model`` on ``image`` (uint8 ``(H, W, 3)``; a crop of about
     256 x 256 keeps it responsive).

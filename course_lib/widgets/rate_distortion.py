@@ -1,5 +1,7 @@
 """Latent channels and their bit cost (notebook 06): where a factorized prior spends its bits.
 
+:func:`channel_costs` measures any learned codec's latents (notebook 07's demo uses it too).
+
 Pick a latent channel by its rank (0 = the channel that costs the most bits on this image):
 the figure shows the channel's rounded values, the bits each position costs (``-log2 p``), and
 the learned density of the channel against the histogram of its values.
@@ -14,42 +16,55 @@ import numpy as np
 import torch
 
 from ..images import pad_to_multiple, to_tensor
-from ..rd_demos import bits_per_channel, channel_density
+from ..recipes.rate_distortion import channel_density
 
 
 @dataclass
 class ChannelCosts:
-    """The latents of one image and what they cost.
+    """The latents of one image under a learned codec's model and what each costs in the file.
 
-    ``y``: float ``(M, h, w)``; ``symbols``: the coded integers ``(M, h, w)`` (rounded around
-    each channel's median); ``bits``: ``-log2 p`` of each coded value ``(M, h, w)``;
-    ``order``: channels by total cost, most expensive first; ``pixels``: H·W of the image.
+    ``symbols``: the coded integers ``(M, h, w)`` (:meth:`~course_lib.models.CompressionModel.
+    symbols`); ``means``: float64 ``(M, h, w)``, what each is coded around (a factorized
+    prior's channel medians; a hyperprior's predicted means); ``bits``: ``-log2 p`` of each
+    under the model's integer tables ``(M, h, w)``, what the file pays up to a few bytes;
+    ``z_bits``: the side information's bits (0 for a factorized prior); ``y``: float32
+    ``(M, h, w)``, the latents before rounding; ``order``: channels by total cost, most
+    expensive first; ``size``: ``(H, W)`` of the image.
     """
 
     y: np.ndarray
     symbols: np.ndarray
+    means: np.ndarray
     bits: np.ndarray
-    medians: np.ndarray
+    z_bits: float
     order: np.ndarray
-    pixels: int
+    size: tuple[int, int]
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
+
+    @property
+    def y_hat(self) -> torch.Tensor:
+        """``(1, M, h, w)`` float32: the latents as the decoder rebuilds them."""
+        return torch.from_numpy(self.symbols + self.means).float()[None]
 
 
 @torch.no_grad()
-def channel_costs(model, image: np.ndarray) -> ChannelCosts:
-    """Analyse uint8 ``image (H, W, 3)`` with a factorized-prior ``model``."""
+def channel_costs(model, image: np.ndarray, rate=None) -> ChannelCosts:
+    """Analyse uint8 ``image (H, W, 3)`` with a learned codec's ``model`` (any of
+    :mod:`course_lib.models`) at rate setting ``rate``."""
     model.eval()
-    x = to_tensor(image)
-    padded, _ = pad_to_multiple(x, model.multiple)
-    y = model.g_a(padded)
-    bottleneck = model.entropy_bottleneck
-    _, likelihoods = bottleneck(y, mode="round")
-    medians = bottleneck.medians
-    symbols = torch.round(y - medians.view(1, -1, 1, 1)).long()
-    totals = bits_per_channel(likelihoods)
-    return ChannelCosts(y[0].numpy(), symbols[0].numpy(), -np.log2(likelihoods[0].double()
-                                                                   .numpy()),
-                        medians.numpy(), np.argsort(-totals, kind="stable"),
-                        x.shape[-2] * x.shape[-1])
+    x, _ = pad_to_multiple(to_tensor(image), model.multiple)
+    coded = model.symbols(x, rate, means=True)
+    tables = getattr(model, "gaussian_conditional", model.entropy_bottleneck).table()
+    bits = tables.bits_per_value(coded.y, coded.y_indexes)[0]
+    z_bits = 0.0
+    if coded.z is not None:
+        z_bits = model.entropy_bottleneck.table().information_bits(coded.z, coded.z_indexes)
+    totals = bits.sum(axis=(1, 2))
+    return ChannelCosts(model.analysis(x, rate)[0][0].numpy(), coded.y[0], coded.means[0], bits,
+                        z_bits, np.argsort(-totals, kind="stable"), tuple(image.shape[:2]))
 
 
 def _draw(model, image: np.ndarray, costs: ChannelCosts, rank: int) -> None:
@@ -74,7 +89,7 @@ def _draw(model, image: np.ndarray, costs: ChannelCosts, rank: int) -> None:
 
     axis = figure.add_subplot(grid[1, :2])
     values = costs.y[channel].ravel()
-    median = float(costs.medians[channel])
+    median = float(costs.means[channel, 0, 0])
     span = max(3.0, float(np.abs(values - median).max()) + 1.5)
     noisy = values + np.random.default_rng(0).uniform(-0.5, 0.5, values.size)
     axis.hist(noisy, bins=60, range=(median - span, median + span), density=True,

@@ -3,9 +3,10 @@
     COURSE_DATA_MIRROR=... python weights/notebook06/train.py            # all three
     python weights/notebook06/train.py ste --steps 100 --out /tmp/try    # a quick try
 
-Every model is a factorized prior with N=64, M=96 trained by ``course_lib.rd_demos.train_rd``
-(the recipe the notebook's live run uses) from the same seed, at the same λ, for the same
-number of steps on 64 x 64 patches of the course training set. They differ in one thing each:
+Every model is a factorized prior with N=64, M=96 trained by
+``course_lib.recipes.rate_distortion.train_rd`` (the recipe the notebook's live run uses)
+from the same seed, at the same λ, for the same number of steps on 64 x 64 patches of the
+course training set. They differ in one thing each:
 
 * ``noise``: GDN, the decoder sees ``y`` + uniform noise in training (Ballé et al.);
 * ``ste``:   GDN, the decoder sees rounded ``y`` with a straight-through gradient;
@@ -26,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from course_lib import rd_demos, weights
+from course_lib import weights
 from course_lib.codecs import learned
+from course_lib.recipes import rate_distortion as rd
 
 MODELS = {"noise": ("gdn", "noise"), "ste": ("gdn", "ste"), "relu": ("relu", "ste")}
 
@@ -50,17 +52,17 @@ def main(argv=None) -> None:
     for name in args.names or list(MODELS):
         activation, quantization = MODELS[name]
         torch.manual_seed(0)
-        model = rd_demos.factorized_prior(rd_demos.SMALL_N, rd_demos.SMALL_M, activation)
+        model = rd.factorized_prior(rd.SMALL_N, rd.SMALL_M, activation)
         start = time.perf_counter()
-        result = rd_demos.train_rd(model, args.steps, rd_demos.LAMBDA,
+        result = rd.train_rd(model, args.steps, rd.LAMBDA,
                                    decoder_quantization=quantization, log_every=50,
                                    log_csv=args.out / "logs" / f"{name}.csv")
         last = result.history[-1]
         print(f"{name}: {result.step} steps in {time.perf_counter() - start:.0f} s; mean of "
               f"the last 50 steps: loss {last['loss']:.4f}, bpp {last['bpp']:.4f}, "
               f"PSNR {last['psnr']:.2f} dB", flush=True)
-        config = {"n": rd_demos.SMALL_N, "m": rd_demos.SMALL_M, "activation": activation,
-                  "decoder_quantization": quantization, "lmbda": rd_demos.LAMBDA,
+        config = {"n": rd.SMALL_N, "m": rd.SMALL_M, "activation": activation,
+                  "decoder_quantization": quantization, "lmbda": rd.LAMBDA,
                   "steps": result.step, "patch_size": 64, "batch_size": 8, "seed": 0}
         learned.save_weights(model, config, args.out / f"{name}.pt")
         weights.record([args.out / f"{name}.pt", args.out / "logs" / f"{name}.csv"])

@@ -8,8 +8,9 @@ One command for a laptop CPU, a Colab GPU or several GPUs::
 
 (Option names avoid prefixes of torchrun's own options, which its parser would take.)
 It trains a variable-rate mean–scale hyperprior (one model, one rate per λ in ``--lambdas``)
-on random patches of the course training set (CID22 + BSDS500) with the course's training
-loop (:func:`course_lib.train.train`): device auto-detection, mixed precision and larger
+on random patches of the course training set (CID22 + BSDS500) with the course's one recipe
+(:func:`course_lib.recipes.train_on_patches`, over :func:`course_lib.train.train`): device
+auto-detection, mixed precision and larger
 batches on CUDA (``--amp`` also on CPUs with native bfloat16), a step-decay learning-rate
 schedule, a progress bar, a CSV log and a checkpoint every ``--checkpoint-every`` steps.
 Running the same command again resumes exactly where it stopped; ``--steps`` may be raised
@@ -28,12 +29,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
 
-from . import datasets
-from .codecs.learned import build_model, save_weights
-from .models import LAMBDAS, CheckerboardMeanScale, RateDistortionLoss, split_parameters
-from .train import mixed_precision_dtype, pick_device, train, unwrap
+from .. import weights
+from ..codecs.learned import save_weights
+from ..models import LAMBDAS, CheckerboardMeanScale, RateDistortionLoss, build_model
+from ..train import mixed_precision_dtype, pick_device, unwrap
+from . import train_on_patches
 
 DEFAULT_LAMBDAS = (LAMBDAS[0], LAMBDAS[2], LAMBDAS[4], LAMBDAS[6])
 
@@ -157,20 +158,9 @@ def main(argv=None) -> None:
                              f"({saved}); choose another --run-dir")
         saved.write_text(json.dumps(config, indent=2) + "\n")
 
-    paths = datasets.training_paths()[: args.images]
-    dataset = datasets.PatchDataset(paths, args.patch_size, train=True,
-                                    downscale=tuple(args.downscale) if args.downscale else None)
-    sampler = DistributedSampler(dataset, seed=args.seed) if world_size > 1 else None
-    generator = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None,
-                        sampler=sampler, num_workers=args.workers, drop_last=True,
-                        generator=generator, persistent_workers=args.workers > 0)
-
     torch.manual_seed(args.seed)  # identical initial weights on every rank
     model = build_model(config)
     if args.init == Path("shipped"):  # the course's shipped mean-scale weights, verified
-        from . import weights
-
         args.init = weights.path("codec/mean-scale-vr.pt")
     if args.init is not None and not (run / "checkpoint.pt").is_file():
         initial = torch.load(args.init, map_location="cpu", weights_only=True)
@@ -185,11 +175,6 @@ def main(argv=None) -> None:
             raise SystemExit(f"error: {args.init} has another configuration: "
                              f"{initial['config']}")
     model.decoder_quantization = args.decoder_quantization
-    main_parameters, aux_parameters = split_parameters(model)
-    optimizer = torch.optim.Adam(main_parameters, lr=args.lr)
-    aux_optimizer = torch.optim.Adam(aux_parameters, lr=1e-3)
-    milestones = [int(args.steps * 0.8), int(args.steps * 0.95)]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.3)
     lambdas = torch.tensor(config["lambdas"])
     criterion = RateDistortionLoss()
 
@@ -204,12 +189,14 @@ def main(argv=None) -> None:
         losses["aux_loss"] = unwrap(net).aux_loss()
         return losses
 
-    result = train(model, loader, loss_fn, optimizer, steps=args.steps,
-                   aux_optimizer=aux_optimizer, scheduler=scheduler, device=device,
-                   seed=args.seed, amp=args.amp, clip_grad_norm=1.0,
-                   checkpoint_path=run / "checkpoint.pt",
-                   checkpoint_every=args.checkpoint_every, log_csv=run / "log.csv",
-                   log_every=50, callback=_time_budget(args.minutes))
+    result = train_on_patches(
+        model, loss_fn, args.steps, patch_size=args.patch_size, batch_size=batch_size,
+        lr=args.lr, milestones=(0.8, 0.95), gamma=0.3, aux_lr=1e-3, num_images=args.images,
+        downscale=tuple(args.downscale) if args.downscale else None, workers=args.workers,
+        distributed=world_size > 1, seed=args.seed, device=device, amp=args.amp,
+        clip_grad_norm=1.0, checkpoint_path=run / "checkpoint.pt",
+        checkpoint_every=args.checkpoint_every, log_csv=run / "log.csv", log_every=50,
+        callback=_time_budget(args.minutes))
     if rank == 0:
         print(f"stopped at step {result.step} after {result.seconds / 3600:.2f} h"
               + (" (interrupted; run the same command to resume)" if result.interrupted

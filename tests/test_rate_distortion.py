@@ -8,69 +8,30 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from scipy.integrate import trapezoid  # np.trapezoid needs numpy 2; course_lib: numpy 1.24+
 from skimage.metrics import peak_signal_noise_ratio
 
-from course_lib import rd_demos
 from course_lib.codecs import learned
-from course_lib.entropy import CdfTable, DecodeError, encode_with_indexes
+from course_lib.entropy import fast, rans
 from course_lib.entropy.information import empirical_entropy
 from course_lib.images import sample_image
 from course_lib.layers import GDN
-from course_lib.models import rate_bits
+from course_lib.models import rate_bits, split_parameters
+from course_lib.recipes import rate_distortion as rd
+from course_lib.train import parameter_count
 from course_lib.widgets import rate_distortion as widget
 
 matplotlib.use("Agg")
-
-
-def _random_table(rng, num_tables):
-    pmfs = [rng.dirichlet(np.full(rng.integers(2, 12), 0.7)) for _ in range(num_tables)]
-    offsets = rng.integers(-6, 3, num_tables)
-    return CdfTable.from_pmfs(pmfs, offsets, 16, rng.uniform(1e-6, 1e-2, num_tables))
-
-
-@settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(1, 400))
-def test_readable_coder_round_trips_and_matches_the_fast_path_size(seed, num_tables, size):
-    rng = np.random.default_rng(seed)
-    table = _random_table(rng, num_tables)
-    indexes = rng.integers(0, num_tables, size)
-    values = table.offsets[indexes] + rng.integers(-3, 14, size)  # some values escape
-    values[rng.random(size) < 0.02] = 5000  # far escapes: several bypass groups
-    data = rd_demos.encode_readable(values, indexes, table)
-    np.testing.assert_array_equal(rd_demos.decode_readable(data, indexes, table), values)
-    fast = encode_with_indexes(values, indexes, table)
-    # readable: 4-byte header + stream; fast: stream + 4-byte checksum. The streams hold the
-    # same symbols in another order, so they may differ by a word of final state.
-    assert abs(len(data) - len(fast)) <= 4
-    ideal_bytes = table.information_bits(values, indexes) / 8
-    assert ideal_bytes <= len(data) <= ideal_bytes + 4 + 8 + 4  # header, state, last word
-
-
-def test_readable_decoder_refuses_bad_streams():
-    rng = np.random.default_rng(1)
-    table = _random_table(rng, 3)
-    indexes = rng.integers(0, 3, 200)
-    values = table.offsets[indexes] + rng.integers(0, 3, 200)
-    data = rd_demos.encode_readable(values, indexes, table)
-    with pytest.raises(DecodeError):
-        rd_demos.decode_readable(data[:-4], indexes, table)
-    with pytest.raises(DecodeError):
-        rd_demos.decode_readable(data[:2], indexes, table)
-    with pytest.raises(ValueError):
-        rd_demos.encode_readable(values, indexes + 3, table)
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
     """A small factorized prior, trained a few steps on smooth random images."""
     torch.manual_seed(0)
-    model = rd_demos.factorized_prior(8, 12)
-    main, quantiles = rd_demos.split_parameters(model)
+    model = rd.factorized_prior(8, 12)
+    main, quantiles = split_parameters(model)
     optimizer, aux = torch.optim.Adam(main, 3e-3), torch.optim.Adam(quantiles, 1e-2)
-    loss_fn = rd_demos.rd_loss_fn(0.01)
+    loss_fn = rd.rd_loss_fn(0.01)
     images = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 64, 64), 5, 1, 2)
     for _ in range(15):
         losses = loss_fn(model, images)
@@ -89,16 +50,26 @@ def _photo(height, width, seed=0):
     return np.ascontiguousarray(image[top : top + height, left : left + width])
 
 
-def test_readable_coder_on_model_latents_matches_the_entropy_bottleneck(tiny_model):
+def test_symbols_are_what_the_file_holds_and_the_readable_coder_codes_them(tiny_model):
     x = torch.from_numpy(_photo(48, 80)).permute(2, 0, 1)[None].float() / 255
-    symbols, indexes = rd_demos.latent_symbols(tiny_model, x)
-    assert symbols.shape == indexes.shape == (1, 12, 3, 5)
+    coded = tiny_model.symbols(x)
+    assert coded.y.shape == coded.y_indexes.shape == (1, 12, 3, 5) and coded.z is None
     table = tiny_model.entropy_bottleneck.table()
-    data = rd_demos.encode_readable(symbols, indexes, table)
-    np.testing.assert_array_equal(rd_demos.decode_readable(data, indexes, table), symbols)
-    with torch.no_grad():  # 48 x 80 needs no padding
-        fast = tiny_model.entropy_bottleneck.compress(tiny_model.g_a(x))
-    assert abs(len(data) - len(fast)) <= 4
+    # referee: the stream the model writes, decoded with the tables alone
+    (stream,) = tiny_model.compress(x)["strings"]
+    np.testing.assert_array_equal(fast.decode_with_indexes(stream, coded.y_indexes, table),
+                                  coded.y)
+    with torch.no_grad():  # 48 x 80 needs no padding: y rounded around the medians
+        y = tiny_model.g_a(x)
+    medians = tiny_model.entropy_bottleneck.medians.view(1, -1, 1, 1)
+    np.testing.assert_array_equal(coded.y, torch.round(y - medians).long().numpy())
+    np.testing.assert_array_equal(coded.y_indexes[0, :, 0, 0], np.arange(12))
+    assert tiny_model.symbols(x, means=True).means[0, :, 1, 2].tolist() == (
+        medians.flatten().double().tolist())
+    data = rans.encode_with_indexes(coded.y, coded.y_indexes, table)
+    np.testing.assert_array_equal(rans.decode_with_indexes(data, coded.y_indexes, table),
+                                  coded.y)
+    assert abs(len(data) - len(stream)) <= 4
 
 
 def test_channel_density_is_the_entropy_models_likelihood(tiny_model):
@@ -108,21 +79,21 @@ def test_channel_density_is_the_entropy_models_likelihood(tiny_model):
         y_hat, likelihoods = bottleneck(y, mode="round")
     for channel in (0, 5, 11):
         values = y_hat[:, channel].reshape(-1).numpy()
-        density = rd_demos.channel_density(bottleneck, channel, values)
+        density = rd.channel_density(bottleneck, channel, values)
         # the entropy model bounds likelihoods below by 1e-9
         np.testing.assert_allclose(np.maximum(density, 1e-9),
                                    likelihoods[:, channel].reshape(-1).numpy(), rtol=1e-5)
         grid = np.linspace(-1000, 1000, 20001)  # the untrained tails are wide
-        density = rd_demos.channel_density(bottleneck, channel, grid)
+        density = rd.channel_density(bottleneck, channel, grid)
         assert np.all(density >= 0)
         assert abs(trapezoid(density, grid) - 1) < 1e-3  # a probability density
     with pytest.raises(ValueError):
-        rd_demos.channel_density(bottleneck, 12, [0.0])
+        rd.channel_density(bottleneck, 12, [0.0])
 
 
 def test_measure_codes_a_real_file(tiny_model):
     image = _photo(40, 72, seed=3)
-    result = rd_demos.measure(tiny_model, image)
+    result = rd.measure(tiny_model, image)
     # referee: the file, coded and decoded here through the codec's container
     digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes()
                                      for p in tiny_model.parameters())).hexdigest()
@@ -147,7 +118,7 @@ def test_measure_codes_a_real_file(tiny_model):
     with torch.no_grad():
         bits = rate_bits(tiny_model(padded)["likelihoods"]).item()  # eval: rounded
     assert estimates["round"] * 40 * 72 == pytest.approx(bits, rel=1e-5)
-    gap = rd_demos.decoder_input_gap(tiny_model, x)
+    gap = rd.decoder_input_gap(tiny_model, x)
     # the decoder input of the file: the same pixels, so the same PSNR (measured equal)
     assert gap["round"] == pytest.approx(result.psnr, abs=1e-6)
     assert set(gap) == {"noise", "round"}
@@ -155,9 +126,9 @@ def test_measure_codes_a_real_file(tiny_model):
 
 def test_relu_variant_swaps_only_the_nonlinearity():
     torch.manual_seed(0)
-    gdn = rd_demos.factorized_prior(8, 12, "gdn")
+    gdn = rd.factorized_prior(8, 12, "gdn")
     torch.manual_seed(0)
-    relu = rd_demos.factorized_prior(8, 12, "relu")
+    relu = rd.factorized_prior(8, 12, "relu")
     assert not any(isinstance(layer, GDN) for layer in relu.modules())
     assert sum(isinstance(layer, GDN) for layer in gdn.modules()) == 6
     gdn_weights = {k: v for k, v in gdn.state_dict().items() if "weight" in k or "bias" in k}
@@ -167,19 +138,19 @@ def test_relu_variant_swaps_only_the_nonlinearity():
             torch.testing.assert_close(relu_weights[key], value)
     gdn_parameters = sum(p.numel() for m in gdn.modules() if isinstance(m, GDN)
                          for p in m.parameters())
-    assert rd_demos.parameter_count(gdn) - rd_demos.parameter_count(relu) == gdn_parameters
+    assert parameter_count(gdn) - parameter_count(relu) == gdn_parameters
     with pytest.raises(ValueError):
-        rd_demos.factorized_prior(8, 12, "tanh")
+        rd.factorized_prior(8, 12, "tanh")
 
 
 def test_saved_weights_load_with_current_tables_and_checksums(tiny_model, tmp_path,
                                                               ship_weights):
     config = {"n": 8, "m": 12, "activation": "gdn", "decoder_quantization": "ste"}
-    model = rd_demos.factorized_prior(8, 12)
+    model = rd.factorized_prior(8, 12)
     model.load_state_dict(tiny_model.state_dict())
     learned.save_weights(model, config, tmp_path / "tiny.pt")
     shipped = ship_weights("notebook06/tiny.pt", (tmp_path / "tiny.pt").read_bytes())
-    loaded = rd_demos.load_pretrained("tiny")
+    loaded = rd.load_pretrained("tiny")
     assert loaded.config == config and loaded.decoder_quantization == "ste"
     assert not loaded.training
     assert loaded.entropy_bottleneck.tables_are_current()  # no rebuild: tables as saved
@@ -194,72 +165,65 @@ def test_saved_weights_load_with_current_tables_and_checksums(tiny_model, tmp_pa
     # the loaded tables decode the values they coded: y rounded around the medians
     torch.testing.assert_close(bottleneck.decompress(bottleneck.compress(y), y.shape),
                                torch.round(y - medians) + medians, rtol=0, atol=0)
-    assert rd_demos.weights_dir() == shipped.parent
+    assert rd.weights_dir() == shipped.parent
     with pytest.raises(ValueError, match="no model 'other'.*shipped: \\['tiny'\\]"):
-        rd_demos.load_pretrained("other")
+        rd.load_pretrained("other")
     damaged = bytearray(shipped.read_bytes())
     damaged[-20] ^= 1
     shipped.write_bytes(bytes(damaged))
     with pytest.raises(learned.WeightsError, match="sha256"):
-        rd_demos.load_pretrained("tiny")
+        rd.load_pretrained("tiny")
 
 
 def test_train_rd_runs_the_recipe_and_checks_its_arguments():
     torch.manual_seed(0)
-    model = rd_demos.factorized_prior(8, 12)
-    result = rd_demos.train_rd(model, 4, decoder_quantization="ste", patch_size=32,
+    model = rd.factorized_prior(8, 12)
+    result = rd.train_rd(model, 4, decoder_quantization="ste", patch_size=32,
                                batch_size=2, num_images=4, log_every=2)
     assert result.step == 4 and model.decoder_quantization == "ste"
     assert {"loss", "bpp", "mse", "psnr", "aux_loss"} <= set(result.history[-1])
     row = result.history[-1]
     assert row["psnr"] == pytest.approx(-10 * np.log10(row["mse"]), rel=0.05)
     with pytest.raises(ValueError):
-        rd_demos.train_rd(model, 4, decoder_quantization="round")
+        rd.train_rd(model, 4, decoder_quantization="round")
     with pytest.raises(ValueError):
-        rd_demos.train_rd(model, 4, patch_size=40)
+        rd.train_rd(model, 4, patch_size=40)
 
 
 def test_scalar_quantizer_rd_and_the_lagrangian_choice():
     rng = np.random.default_rng(0)
     samples = rng.laplace(0, 2, 20000)
     steps = [0.25, 0.5, 1.0, 2.0, 4.0]
-    rates, distortions = rd_demos.scalar_quantizer_rd(samples, steps)
+    rates, distortions = rd.scalar_quantizer_rd(samples, steps)
     assert np.all(np.diff(rates) < 0) and np.all(np.diff(distortions) > 0)
     assert rates[2] == pytest.approx(empirical_entropy(np.round(samples)), rel=1e-12)
     np.testing.assert_allclose(distortions, np.array(steps) ** 2 / 12, rtol=0.15)  # fine steps
-    assert rd_demos.lagrangian_choice(rates, distortions, 1e-6) == len(steps) - 1
-    assert rd_demos.lagrangian_choice(rates, distortions, 1e6) == 0
+    assert rd.lagrangian_choice(rates, distortions, 1e-6) == len(steps) - 1
+    assert rd.lagrangian_choice(rates, distortions, 1e6) == 0
     brute = min(range(len(steps)), key=lambda i: rates[i] + 3.0 * distortions[i])
-    assert rd_demos.lagrangian_choice(rates, distortions, 3.0) == brute
+    assert rd.lagrangian_choice(rates, distortions, 3.0) == brute
     with pytest.raises(ValueError):
-        rd_demos.scalar_quantizer_rd(samples, [0.0])
+        rd.scalar_quantizer_rd(samples, [0.0])
     with pytest.raises(ValueError):
-        rd_demos.lagrangian_choice(rates, distortions, 0)
-
-
-def test_bits_per_channel_counts_each_channels_bits():
-    """Likelihoods that are powers of two: a value of likelihood 2**-k costs k bits, so each
-    channel's total is known exactly: channel c holds 2**-(c + 1) at 2 x 3 x 4 = 24 places,
-    except one place of channel 4 at likelihood 1/1024."""
-    likelihoods = (2.0 ** -torch.arange(1.0, 6.0)).view(1, 5, 1, 1).repeat(2, 1, 3, 4)
-    likelihoods[1, 4, 2, 3] = 2.0**-10
-    per_channel = rd_demos.bits_per_channel(likelihoods)
-    np.testing.assert_array_equal(per_channel, [24, 48, 72, 96, 23 * 5 + 10])
-    assert rate_bits({"y": likelihoods}).tolist() == [180, 185]  # per image: 12 (1+..+5), +5
+        rd.lagrangian_choice(rates, distortions, 0)
 
 
 def test_channel_explorer_draws_and_ranks_channels(tiny_model, shown_titles):
     image = _photo(48, 64, seed=5)  # a multiple of 16: no padding
     costs = widget.channel_costs(tiny_model, image)
-    totals = costs.bits.sum(axis=(1, 2))
-    assert np.all(np.diff(totals[costs.order]) <= 0)  # most expensive first
+    channel_bits = costs.bits.sum(axis=(1, 2))
+    assert np.all(np.diff(channel_bits[costs.order]) <= 0)  # most expensive first
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    np.testing.assert_array_equal(costs.symbols, tiny_model.symbols(x).y[0])
+    # referees: the real stream (a few bytes of coder overhead over the ideal code length),
+    # and the float model's -log2 p, which the integer tables follow closely
+    (stream,) = tiny_model.compress(x)["strings"]
+    assert 0 <= 8 * len(stream) - channel_bits.sum() < 8 * 16
     with torch.no_grad():
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
         likelihoods = tiny_model(x)["likelihoods"]["y"][0].double()
-    channel_bits = (-torch.log2(likelihoods)).sum(dim=(1, 2)).numpy()  # referee, per channel
-    np.testing.assert_allclose(totals, channel_bits, rtol=1e-9)
-    symbols, _ = rd_demos.latent_symbols(tiny_model, x)
-    np.testing.assert_array_equal(costs.symbols, symbols[0])
+    float_bits = (-torch.log2(likelihoods)).sum(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(channel_bits, float_bits, rtol=0.02, atol=1.0)
+    assert costs.z_bits == 0 and costs.pixels == 48 * 64
 
     panel = widget.channel_explorer(tiny_model, image, rank=2)
     slider = panel.children[0]
