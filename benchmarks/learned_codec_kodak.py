@@ -58,8 +58,13 @@ def stage_clock(model, names):
 
     handles = []
     for name in names:
-        module, (start, stop) = getattr(model, name), hooks(name)
-        handles += [module.register_forward_pre_hook(start), module.register_forward_hook(stop)]
+        start, stop = hooks(name)
+        modules = [getattr(model, name)]
+        if name == "h_s" and hasattr(model, "h_s_float64"):
+            modules.append(model.h_s_float64())  # the float64 copy that chooses the tables
+        for module in modules:
+            handles += [module.register_forward_pre_hook(start),
+                        module.register_forward_hook(stop)]
     try:
         yield spent
     finally:

@@ -207,6 +207,51 @@ def _course_lossless() -> BenchCodec:
                       "defaults; greyscale as one plane", encode, decode)
 
 
+def _learned_lossless() -> BenchCodec:
+    from .codecs import lossless_learned
+
+    def encode(image, setting):
+        return lossless_learned.compress_learned(image)
+
+    def decode(data):
+        return lossless_learned.decompress_learned(data)
+
+    return BenchCodec("learned-lossless", "learned lossless (course)", True, (None,), "none",
+                      "the course's learned lossless coder (course_lib.codecs.lossless_learned):"
+                      " polyphase passes of a small CNN over LLCC, defaults; greyscale as one "
+                      "plane", encode, decode)
+
+
+def _learned_lossless_model():
+    from .codecs import lossless_learned
+
+    return lossless_learned.shipped_model()
+
+
+@cache
+def _jpeg_filter_model():
+    from . import cnn_jpeg
+
+    return cnn_jpeg.load_filter()
+
+
+def _jpeg_filtered() -> BenchCodec:
+    from . import cnn_jpeg
+    from .codecs import classical
+
+    def encode(image, setting):
+        return classical.encode(image, "jpeg", setting)  # the same bytes as plain JPEG
+
+    def decode(data):
+        return cnn_jpeg.decode_filtered(data, _jpeg_filter_model())
+
+    return BenchCodec("jpeg-filter", "JPEG + CNN filter (course)", False,
+                      classical.get_codec("jpeg").settings, "quality",
+                      "plain JPEG files (4:2:0, optimize=True, qualities 5..95) decoded by "
+                      "Pillow and repaired by the course's CNN post-filter (course_lib.cnn_jpeg,"
+                      " notebook 08): the bytes are JPEG's", encode, decode)
+
+
 @cache
 def codecs() -> dict[str, BenchCodec]:
     """Every codec the benchmark knows, by name, in the order of the reports."""
@@ -230,6 +275,8 @@ def codecs() -> dict[str, BenchCodec]:
         _classical("jxl_lossless", "JPEG XL lossless", "pillow-jxl-plugin, lossless=True, "
                    "effort=7; greyscale as one channel"),
         _course_lossless(),
+        _learned_lossless(),
+        _jpeg_filtered(),
     ]
     return {codec.name: codec for codec in table}
 
@@ -265,13 +312,27 @@ def fingerprint(codec: BenchCodec) -> str:
 
     from .codecs import learned, lossless, mini_jpeg
 
-    if codec.name.startswith("learned"):
+    if codec.name.startswith("learned") and not codec.lossless:
         loaded = _learned_model()  # WeightsError if the weights are missing or altered
         text = f"learned v{learned.VERSION} {loaded.name} {loaded.sha256} {codec.name}"
     elif codec.name == "mini-jpeg":
         text = f"mini-jpeg v{mini_jpeg.VERSION}"
     elif codec.name == "course-lossless":
         text = f"course-lossless v{lossless.VERSION}"
+    elif codec.name == "learned-lossless":
+        from . import weights
+        from .codecs import lossless_learned
+
+        model = lossless_learned.MODELS[lossless_learned.DEFAULT_MODEL]
+        text = (f"learned-lossless v{lossless_learned.VERSION} {model} "
+                f"{weights.checksums()[model]} llcc v{lossless.VERSION}")
+    elif codec.name == "jpeg-filter":
+        from . import cnn_jpeg, weights
+        from .codecs import classical
+
+        spec = classical.get_codec("jpeg")
+        text = (f"jpeg-filter Pillow {PIL.__version__} {spec.options(spec.settings[-1])} "
+                f"{weights.checksums()[cnn_jpeg.FILTER_FILE]}")
     else:
         from .codecs import classical
 
@@ -304,13 +365,15 @@ def unavailable(codec: BenchCodec) -> str | None:
             return (f"this Pillow ({features.version('pil')}) was built without "
                     f"{codec.pillow_format} support (PIL.features.check({feature!r}) is "
                     "False); install a Pillow build that has it")
-    if codec.name.startswith("learned"):
-        from .weights import WeightsError
+    from .weights import WeightsError
 
+    loaders = {"learned-lossless": _learned_lossless_model, "jpeg-filter": _jpeg_filter_model}
+    loader = loaders.get(codec.name, _learned_model if codec.name.startswith("learned") else None)
+    if loader is not None:
         try:
-            _learned_model()
+            loader()
         except (WeightsError, OSError) as error:
-            return f"the learned codec's weights cannot be loaded: {error}"
+            return f"the {codec.name} weights cannot be loaded: {error}"
     return None
 
 

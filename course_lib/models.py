@@ -393,7 +393,7 @@ class ScaleHyperprior(CompressionModel):
             return ((1 - weight) * table[low] + weight * table[low + 1]).exp().view(1, -1, 1, 1)
         return blend(self.log_gain), blend(self.log_inverse_gain)
 
-    def _h_s_float64(self) -> nn.Module:
+    def h_s_float64(self) -> nn.Module:
         """``h_s`` in float64 on the CPU, where the tables are chosen. Made once and kept (out
         of the state dict) until one of ``h_s``'s parameters changes: loading weights, an
         optimiser step or an in-place edit bumps its version."""
@@ -407,7 +407,7 @@ class ScaleHyperprior(CompressionModel):
     def _hyper_synthesis_tiles(self, z_hat: torch.Tensor, tile: int | None):
         """Iterator over ``(rows, cols, scales, means)`` at y's positions: ``h_s(z_hat)`` on the
         CPU in float64 (the same table choices on every machine), ``tile`` pixels at a time."""
-        h_s = self._h_s_float64()
+        h_s = self.h_s_float64()
         z_hat = z_hat.detach().to("cpu", torch.float64)
         pieces = run_in_tiles(h_s, lambda rows, cols: z_hat[..., rows, cols], z_hat.shape[-2:],
                               _tile_cells(tile, self.multiple))
@@ -663,7 +663,7 @@ class CheckerboardMeanScale(MeanScaleHyperprior):
         factor, _, _ = tile_geometry(self.h_s)
         hyper = torch.empty(1, 2 * self.m, z_hat.shape[-2] * factor, z_hat.shape[-1] * factor,
                             dtype=torch.float64)
-        h_s = self._h_s_float64()
+        h_s = self.h_s_float64()
         z_hat = z_hat.detach().to("cpu", torch.float64)
         for rows, cols, piece in run_in_tiles(h_s, lambda r, c: z_hat[..., r, c],
                                               z_hat.shape[-2:], _tile_cells(tile, self.multiple)):

@@ -267,6 +267,30 @@ def test_learned_codec_rows(tmp_path):
     assert "JPEG was not run" in report and "rate settings 0, 1, 2, 3" in report
 
 
+def test_the_course_codecs_of_notebooks_08_and_09_are_benchmarked_as_their_modules_code(
+        tmp_path):
+    from course_lib import cnn_jpeg
+    from course_lib.codecs import lossless_learned
+
+    folder = _write_folder(tmp_path / "mine", names=("odd.png",))
+    code, _, stderr = _bench("--images", folder, "--out", tmp_path / "out", "--codecs",
+                             "jpeg,jpeg-filter,learned-lossless", "--no-progress")
+    assert code == 0, stderr
+    rows = _rows(tmp_path / "out")
+    source = _images()["odd.png"]
+    plain = {row["setting"]: row for row in rows if row["codec"] == "jpeg"}
+    filtered = [row for row in rows if row["codec"] == "jpeg-filter"]
+    assert [row["setting"] for row in filtered] == list(plain)
+    for row in filtered[::5]:
+        assert row["bytes"] == plain[row["setting"]]["bytes"]  # the same JPEG file
+        data = classical.encode(source, "jpeg", int(row["setting"]))
+        assert float(row["psnr"]) == pytest.approx(peak_signal_noise_ratio(
+            source, cnn_jpeg.decode_filtered(data), data_range=255), abs=1e-4)
+    (row,) = [row for row in rows if row["codec"] == "learned-lossless"]
+    assert row["exact"] == "True"
+    assert int(row["bytes"]) == len(lossless_learned.compress_learned(source))
+
+
 def test_a_lossless_mismatch_is_an_error_not_a_result(tmp_path, monkeypatch):
     folder = _write_folder(tmp_path / "mine", names=("odd.png",))
     original = lossless.decompress_lossless
