@@ -10,6 +10,8 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from test_lossless import kinds as lossless_kinds  # tests/ is on the path
+from test_lossless import smooth
 
 from course_lib import datasets
 from course_lib import train as course_train
@@ -21,21 +23,11 @@ from course_lib.images import ImageError
 SIZES = [(1, 1), (3, 5), (17, 31), (2, 9), (9, 2)]
 
 
-def smooth(shape, seed=0):
-    rng = np.random.default_rng(seed)
-    rows, cols = np.indices(shape[:2])
-    base = 100 + 60 * np.sin(rows / 7) + 50 * np.cos(cols / 5)
-    if len(shape) == 3:
-        base = base[..., None] + np.array([0, 20, -30])
-    return np.clip(base + rng.normal(0, 3, shape), 0, 255).astype(np.uint8)
-
-
 def kinds(shape):
-    rng = np.random.default_rng(1)
-    return {"noise": rng.integers(0, 256, shape, dtype=np.uint8),
-            "constant": np.full(shape, 77, np.uint8),
-            "white": np.full(shape, 255, np.uint8),
-            "smooth": smooth(shape)}
+    """The predictive coder's test images (tests/test_lossless.py), without the black one."""
+    images = lossless_kinds(shape)
+    del images["black"]
+    return images
 
 
 def round_trip(image, **kwargs):
