@@ -202,7 +202,7 @@ def _course_lossless() -> BenchCodec:
     def decode(data):
         return lossless.decompress_lossless(data)
 
-    return BenchCodec("course-lossless", "course lossless", True, (None,), "none",
+    return BenchCodec("course-lossless", "LLCC lossless (course)", True, (None,), "none",
                       "the course's predictive lossless coder (course_lib.codecs.lossless), "
                       "defaults; greyscale as one plane", encode, decode)
 
