@@ -193,33 +193,14 @@ def _mini_jpeg() -> BenchCodec:
                       encode, decode)
 
 
-def _course_lossless() -> BenchCodec:
-    from .codecs import lossless
-
+def _course_lossless(name: str, label: str, compress, decompress, description: str
+                     ) -> BenchCodec:
+    """One of the course's own lossless coders: ``compress(image) -> bytes`` and back (given
+    as lambdas that look the module's function up when called, so a test can replace it)."""
     def encode(image, setting):
-        return lossless.compress_lossless(image)
+        return compress(image)
 
-    def decode(data):
-        return lossless.decompress_lossless(data)
-
-    return BenchCodec("course-lossless", "LLCC lossless (course)", True, (None,), "none",
-                      "the course's predictive lossless coder (course_lib.codecs.lossless), "
-                      "defaults; greyscale as one plane", encode, decode)
-
-
-def _learned_lossless() -> BenchCodec:
-    from .codecs import lossless_learned
-
-    def encode(image, setting):
-        return lossless_learned.compress_learned(image)
-
-    def decode(data):
-        return lossless_learned.decompress_learned(data)
-
-    return BenchCodec("learned-lossless", "learned lossless (course)", True, (None,), "none",
-                      "the course's learned lossless coder (course_lib.codecs.lossless_learned):"
-                      " polyphase passes of a small CNN over LLCC, defaults; greyscale as one "
-                      "plane", encode, decode)
+    return BenchCodec(name, label, True, (None,), "none", description, encode, decompress)
 
 
 def _learned_lossless_model():
@@ -255,6 +236,8 @@ def _jpeg_filtered() -> BenchCodec:
 @cache
 def codecs() -> dict[str, BenchCodec]:
     """Every codec the benchmark knows, by name, in the order of the reports."""
+    from .codecs import lossless, lossless_learned
+
     quality = "qualities 5..95"
     table = [
         _learned_codec(0), _learned_codec(1), _learned_codec(2),
@@ -274,8 +257,17 @@ def codecs() -> dict[str, BenchCodec]:
                    "method=6; greyscale stored as RGB (WebP has no grey mode)"),
         _classical("jxl_lossless", "JPEG XL lossless", "pillow-jxl-plugin, lossless=True, "
                    "effort=7; greyscale as one channel"),
-        _course_lossless(),
-        _learned_lossless(),
+        _course_lossless("course-lossless", "LLCC lossless (course)",
+                         lambda image: lossless.compress_lossless(image),
+                         lambda data: lossless.decompress_lossless(data),
+                         "the course's predictive lossless coder (course_lib.codecs.lossless), "
+                         "defaults; greyscale as one plane"),
+        _course_lossless("learned-lossless", "learned lossless (course)",
+                         lambda image: lossless_learned.compress_learned(image),
+                         lambda data: lossless_learned.decompress_learned(data),
+                         "the course's learned lossless coder (course_lib.codecs.lossless_learned"
+                         "): polyphase passes of a small CNN over LLCC, defaults; greyscale as "
+                         "one plane"),
         _jpeg_filtered(),
     ]
     return {codec.name: codec for codec in table}

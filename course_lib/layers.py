@@ -163,16 +163,18 @@ class SubpixelConvTranspose2d(nn.ConvTranspose2d):
     def _phase_parameters(self):
         """The phase kernels and bias; without autograd they are kept until a parameter
         changes (``load_state_dict``, ``.to()`` or an optimiser step all bump its version)."""
-        stride = self.stride[0]
-        if torch.is_grad_enabled():
-            self._phase_cache = None
+        def computed():
+            stride = self.stride[0]
             bias = None if self.bias is None else self.bias.repeat_interleave(stride * stride)
             return self.phase_weight(), bias
+
+        if torch.is_grad_enabled():
+            self._phase_cache = None
+            return computed()
         parameters = [self.weight] + ([] if self.bias is None else [self.bias])
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
         if self._phase_cache is None or self._phase_cache[0] != key:
-            bias = None if self.bias is None else self.bias.repeat_interleave(stride * stride)
-            self._phase_cache = (key, self.phase_weight(), bias)
+            self._phase_cache = (key, *computed())
         return self._phase_cache[1:]
 
 

@@ -626,6 +626,21 @@ class FileInfo:
     stream: bytes
 
 
+def check_version_and_checksum(data: bytes, version: int, supported: int, what: str) -> None:
+    """The checks every course lossless file passes before its fields are read: a format
+    version this course_lib reads, and the CRC-32 of everything before the last 4 bytes.
+    Shared by the learned coder's files (:mod:`course_lib.codecs.lossless_learned`)."""
+    if version != supported:
+        newer = "newer than this course_lib: update course_lib" if version > supported else (
+            "unknown: re-encode the original image")
+        raise LosslessFileError(f"{what} version {version} (this course_lib reads version "
+                                f"{supported}) is {newer}")
+    (stored_crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+    if zlib.crc32(data[: -_CRC.size]) != stored_crc:
+        raise LosslessFileError("the file is corrupted or truncated (checksum mismatch); "
+                                "re-encode or re-download it")
+
+
 def parse(data: bytes, max_pixels: int | None = None) -> FileInfo:
     """Check a file and split it into its fields, tables parsed (no pixels decoded yet): the
     checks of the module docstring that come before decoding. Raises
@@ -644,15 +659,7 @@ def parse(data: bytes, max_pixels: int | None = None) -> FileInfo:
         raise LosslessFileError("not a course lossless file (wrong magic bytes); for PNG, "
                                 "WebP or JPEG XL use course_lib.images.load_image, for the "
                                 "learned codec course_lib.codecs.learned")
-    if version != VERSION:
-        newer = "newer than this course_lib: update course_lib" if version > VERSION else (
-            "unknown: re-encode the original image")
-        raise LosslessFileError(f"lossless file format version {version} (this course_lib "
-                                f"reads version {VERSION}) is {newer}")
-    (stored_crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
-    if zlib.crc32(data[: -_CRC.size]) != stored_crc:
-        raise LosslessFileError("the file is corrupted or truncated (checksum mismatch); "
-                                "re-encode or re-download it")
+    check_version_and_checksum(data, version, VERSION, "lossless file format")
     if planes not in (1, 3):
         raise LosslessFileError(f"the file declares {planes} planes (1 or 3 exist): corrupted "
                                 "file")

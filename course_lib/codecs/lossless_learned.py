@@ -635,15 +635,7 @@ def _parse(data: bytes, max_pixels: int | None):
     if magic != MAGIC:
         raise LosslessFileError("not a learned lossless file (wrong magic bytes); for PNG, "
                                 "WebP or JPEG XL use course_lib.images.load_image")
-    if version != VERSION:
-        newer = "newer than this course_lib: update course_lib" if version > VERSION else (
-            "unknown: re-encode the original image")
-        raise LosslessFileError(f"learned lossless format version {version} (this course_lib "
-                                f"reads version {VERSION}) is {newer}")
-    (stored_crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
-    if zlib.crc32(data[: -_CRC.size]) != stored_crc:
-        raise LosslessFileError("the file is corrupted or truncated (checksum mismatch); "
-                                "re-encode or re-download it")
+    lossless.check_version_and_checksum(data, version, VERSION, "learned lossless format")
     if model_id not in MODELS:
         raise LosslessFileError(f"the file names model {model_id}, which this course_lib does "
                                 f"not have (it has {sorted(MODELS)}): update course_lib")
