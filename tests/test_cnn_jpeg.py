@@ -66,6 +66,49 @@ def test_bisection_against_brute_force(kodak_crop, target):
     assert cnn_jpeg.bisect_quality(kodak_crop, target) == brute_force
 
 
+def test_psnr_uint8_is_exact():
+    # the float64 dot product of the int16 differences is the integer sum of squares
+    generator = np.random.default_rng(3)
+    a = generator.integers(0, 256, (61, 47, 3), dtype=np.uint8)
+    b = generator.integers(0, 256, (61, 47, 3), dtype=np.uint8)
+    squares = int(((a.astype(np.int64) - b.astype(np.int64)) ** 2).sum())
+    assert cnn_jpeg.psnr_uint8(a, b) == 10 * math.log10(255.0**2 / (squares / a.size))
+
+
+def test_probe_psnr_is_the_files_psnr(kodak_crop):
+    # Huffman table optimisation changes the bytes, never a decoded pixel
+    for quality in (1, 23, 50, 88, 95):
+        assert cnn_jpeg.probe_psnr(kodak_crop, quality) == cnn_jpeg.jpeg_psnr(kodak_crop,
+                                                                              quality)[0]
+
+
+class _ShiftedTruth(torch.nn.Module):
+    """A stand-in predictor: the image's true PSNR curve on the grid, shifted by ``shift`` dB."""
+
+    def __init__(self, image, shift):
+        super().__init__()
+        self.grid = cnn_jpeg.QUALITY_GRID
+        truth = [cnn_jpeg.jpeg_psnr(image, q)[0] for q in self.grid]
+        self.curve = torch.tensor(truth, dtype=torch.float64) + shift
+
+    def forward(self, x):
+        return self.curve[None].expand(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("shift", [-2.0, 3.0])
+def test_one_probe_removes_a_constant_error(kodak_crop, shift):
+    # A curve with the right shape at the wrong level: the plain prediction misses by about
+    # the shift, one probe puts it back within a quality step of bisection's answer.
+    model = _ShiftedTruth(kodak_crop, shift)
+    target = 31.0
+    exact = cnn_jpeg.bisect_quality(kodak_crop, target)
+    plain = cnn_jpeg.predict_quality(kodak_crop, target, model)
+    probed = cnn_jpeg.predict_quality(kodak_crop, target, model, probe=True)
+    assert abs(cnn_jpeg.jpeg_psnr(kodak_crop, plain)[0] - target) > 1.0
+    assert abs(probed - exact) <= 1
+    assert abs(cnn_jpeg.jpeg_psnr(kodak_crop, probed)[0] - target) <= 0.5
+
+
 def test_jpeg_psnr_is_pillows_file(kodak_crop):
     psnr, size = cnn_jpeg.jpeg_psnr(kodak_crop, 50)
     data = classical.encode(kodak_crop, "jpeg", 50)
@@ -114,6 +157,9 @@ def test_shipped_predictor_meets_the_target(kodak_image):
         assert quality == cnn_jpeg.predict_quality(kodak_image, target)  # deterministic
         achieved = cnn_jpeg.jpeg_psnr(kodak_image, quality)[0]
         assert abs(achieved - target) <= 0.75, (quality, achieved, target)
+        probed = cnn_jpeg.predict_quality(kodak_image, target, probe=True)
+        achieved = cnn_jpeg.jpeg_psnr(kodak_image, probed)[0]
+        assert abs(achieved - target) <= 0.5, (probed, achieved, target)
 
 
 def test_saved_models_load_back(tmp_path):

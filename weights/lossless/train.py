@@ -1,10 +1,12 @@
 """Train the learned lossless coder's model (course_lib.codecs.lossless_learned).
 
     python weights/lossless/train.py [--steps N] [--run-dir runs/lossless] [--export]
+    python weights/lossless/train.py --init weights/lossless/polyphase.pt --lr 6e-4 \
+        --steps 6000 --run-dir runs/lossless-2     # a second stage, from the shipped model
 
 Random 128 x 128 crops of the course training set's PNG images (CID22's training split: a
 lossless coder must not learn from BSDS500's JPEG files, whose pixels carry JPEG's smoothing
-and blocks), random flips, batches of 8, Adam 2e-3 (x0.3 at 70 % and 90 % of the steps),
+and blocks), random flips, batches of 8, Adam 2e-3 (``--lr``; x0.3 at 70 % and 90 % of the steps),
 gradients clipped to norm 1, one CPU thread; the loss is the estimated bits per subpixel of
 two polyphase levels (``training_loss``). Checkpoints every 100 steps in --run-dir
 (resumable: run the same command again; Ctrl-C saves one, and --export then writes the
@@ -36,6 +38,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument("--channels", type=int, default=48)
+    parser.add_argument("--lr", type=float, default=2e-3, help="Adam's first learning rate")
+    parser.add_argument("--init", type=Path,
+                        help="start a fresh run from these weights (a file of save_model)")
+    parser.add_argument("--minutes", type=float,
+                        help="stop (with a checkpoint) after this wall time; run again to go on")
     parser.add_argument("--export", action="store_true",
                         help="only write --out from the run's checkpoint (a stopped run)")
     parser.add_argument("--out", type=Path, default=HERE / "polyphase.pt")
@@ -47,8 +54,12 @@ def main() -> None:
     data = datasets.PatchDataset(paths, args.patch_size, train=True, patches_per_image=8)
     loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size, shuffle=True,
                                          num_workers=0, drop_last=True)
-    model = lossless_learned.PolyphaseModel(args.channels)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    if args.init is not None:
+        model = lossless_learned.load_model(args.init).float()
+        print(f"starting from {args.init}")
+    else:
+        model = lossless_learned.PolyphaseModel(args.channels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, [int(0.7 * args.steps), int(0.9 * args.steps)], gamma=0.3)
     if args.export:
@@ -62,10 +73,18 @@ def main() -> None:
                    optimizer, steps=args.steps, scheduler=scheduler, device="cpu",
                    clip_grad_norm=1.0, checkpoint_path=args.run_dir / "checkpoint.pt",
                    checkpoint_every=100, log_csv=args.run_dir / "log.csv", log_every=20,
-                   resume=True)
+                   resume=True, callback=time_budget(args.minutes))
     print(f"{result.step} steps, {time.perf_counter() - started:.0f} s this run")
     if result.step >= args.steps:
         export(model, args)
+
+
+def time_budget(minutes):
+    """A trainer callback that stops the run after ``minutes`` of wall time (None: never)."""
+    if minutes is None:
+        return None
+    deadline = time.monotonic() + 60 * minutes
+    return lambda step, values: time.monotonic() > deadline
 
 
 def export(model, args) -> None:
