@@ -25,6 +25,7 @@ their sums with :func:`record` (``python -m course_lib.weights record FILE...``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 
@@ -111,16 +112,36 @@ def folder(group: str) -> Path:
 def record(files) -> list[str]:
     """Write the sha256 of those of ``files`` that lie in the checkout's ``weights/`` folder
     into the manifest (no other file is shipped); the names recorded."""
-    sums = checksums()
-    recorded = []
+    digests = {}
     for file in map(Path, files):
         if file.resolve().is_relative_to(CHECKOUT):
-            name = file.resolve().relative_to(CHECKOUT).as_posix()
-            sums[name] = sha256_of(file)
-            recorded.append(name)
-    if recorded:
-        MANIFEST.write_text("".join(f"{sums[name]}  {name}\n" for name in sorted(sums)))
-    return recorded
+            digests[file.resolve().relative_to(CHECKOUT).as_posix()] = sha256_of(file)
+    if digests:
+        # Two trainings may finish at the same time: read, update and replace the manifest
+        # under a lock, so that neither drops the other's lines, and atomically, so that a
+        # reader never sees half a file.
+        with _manifest_lock():
+            sums = checksums() | digests
+            partial = MANIFEST.with_name(MANIFEST.name + f".{os.getpid()}.tmp")
+            partial.write_text("".join(f"{sums[name]}  {name}\n" for name in sorted(sums)))
+            os.replace(partial, MANIFEST)
+    return list(digests)
+
+
+@contextlib.contextmanager
+def _manifest_lock():
+    """An exclusive lock on ``MANIFEST.lock`` (POSIX ``flock``; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one training at a time
+        yield
+        return
+    with open(MANIFEST.with_name(MANIFEST.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def main(argv=None) -> None:

@@ -4,6 +4,8 @@ download on first use, from a local HTTP server here)."""
 import hashlib
 import json
 import socket
+import threading
+import time
 
 import pytest
 
@@ -123,6 +125,35 @@ def test_download_failures_say_what_to_do(installed, monkeypatch):
     repository.SETTING.write_text(json.dumps({"name": "", "ref": "main"}))
     with pytest.raises(WeightsError, match=f"{weights.MIRROR_VARIABLE}.*make badges REPO="):
         weights.path("codec/model.pt")
+
+
+def test_record_keeps_every_line_when_trainings_finish_together(tmp_path, monkeypatch):
+    # Each recorder reads the manifest, waits (a slow disk), then writes: without the lock,
+    # all but the last writer's line would be lost.
+    monkeypatch.setattr(weights, "MANIFEST", tmp_path / "weights.txt")
+    monkeypatch.setattr(weights, "CHECKOUT", tmp_path)
+    (tmp_path / "weights.txt").write_text("")
+    read = weights.checksums
+
+    def slow_read():
+        sums = read()
+        time.sleep(0.05)
+        return sums
+
+    monkeypatch.setattr(weights, "checksums", slow_read)
+    files = []
+    for index in range(6):
+        files.append(tmp_path / "codec" / f"stage{index}.pt")
+        files[-1].parent.mkdir(exist_ok=True)
+        files[-1].write_bytes(bytes([index]))
+    threads = [threading.Thread(target=weights.record, args=([file],)) for file in files]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = (tmp_path / "weights.txt").read_text().splitlines()
+    assert sorted(line.split()[1] for line in lines) == [f"codec/stage{i}.pt" for i in range(6)]
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_record_command_line(tmp_path, monkeypatch, capsys):
