@@ -269,6 +269,7 @@ class PostFilter(nn.Module):
         if layers < 2:
             raise ValueError(f"a PostFilter needs at least 2 layers, got {layers}")
         self.config = {"channels": channels, "layers": layers}
+        self.max_quality = 100  # filter_jpeg leaves files above it alone (see save_model)
         block_values = 3 * 64
         sizes = [block_values + 1] + [channels] * (layers - 1) + [block_values]
         self.convs = nn.ModuleList(
@@ -311,6 +312,8 @@ def save_model(model: nn.Module, path, **extra) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu", torch.float16)
              for name, tensor in model.state_dict().items()}
+    if isinstance(model, PostFilter):
+        extra = {"max_quality": int(model.max_quality), **extra}
     torch.save({"kind": type(model).__name__, "config": model.config, "state_dict": state,
                 **extra}, path)
     return path
@@ -325,6 +328,8 @@ def load_model(path) -> nn.Module:
         raise ValueError(f"{path} holds no cnn_jpeg model (kind {saved.get('kind')!r})")
     model = kinds[saved["kind"]](**saved["config"])
     model.load_state_dict({name: tensor.float() for name, tensor in saved["state_dict"].items()})
+    if isinstance(model, PostFilter):
+        model.max_quality = int(saved.get("max_quality", 100))
     return model.eval()
 
 
@@ -397,11 +402,18 @@ def predict_quality(image: np.ndarray, target_psnr: float,
 
 def filter_jpeg(decoded: np.ndarray, quality: int, model: PostFilter | None = None
                 ) -> np.ndarray:
-    """The post-filter applied to a decoded JPEG: uint8 RGB (H, W, 3) in, uint8 out."""
+    """The post-filter applied to a decoded JPEG: uint8 RGB (H, W, 3) in, uint8 out.
+
+    Above the model's ``max_quality`` (kept in its weights file: the highest quality at which
+    it still gained on the validation images) the decoded image is returned unchanged: there
+    is little left to repair, and the filter's own errors would cost more than it fixes.
+    """
     decoded = _check_image(decoded)
     if not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be an integer in 1..100, got {quality!r}")
     model = load_filter() if model is None else model
+    if quality > model.max_quality:
+        return decoded.copy()
     with torch.no_grad():
         repaired = model.eval()(_as_tensor(decoded), int(quality))
     return (repaired[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()

@@ -172,6 +172,19 @@ def test_saved_models_load_back(tmp_path):
         torch.testing.assert_close(loaded(x, 50), model.half().float()(x, 50))
 
 
+def test_the_filter_leaves_qualities_above_its_limit_alone(tmp_path, kodak_crop):
+    model = cnn_jpeg.PostFilter(channels=8, layers=2)
+    torch.nn.init.normal_(model.convs[-1].weight, std=0.05)  # a filter that changes pixels
+    model.max_quality = 80
+    loaded = cnn_jpeg.load_model(cnn_jpeg.save_model(model, tmp_path / "filter.pt"))
+    assert loaded.max_quality == 80
+    for quality, changed in ((80, True), (81, False), (95, False)):
+        decoded = classical.decode(classical.encode(kodak_crop, "jpeg", quality))
+        repaired = cnn_jpeg.filter_jpeg(decoded, quality, loaded)
+        assert (not np.array_equal(repaired, decoded)) == changed, quality
+    assert 50 <= cnn_jpeg.load_filter().max_quality <= 100
+
+
 def test_a_few_training_steps_through_the_course_trainer(tmp_path):
     paths = datasets.training_paths()[:2]
     model, result = cnn_jpeg.train_filter(
