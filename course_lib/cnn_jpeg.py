@@ -356,8 +356,11 @@ def predicted_curve(image: np.ndarray, model: QualityPredictor | None = None) ->
     """The predicted PSNR (dB) of ``image`` at each quality of the model's grid."""
     image = _check_image(image)
     model = load_predictor() if model is None else model
-    with torch.no_grad():
-        return model.eval()(_as_tensor(image))[0].double().numpy()
+    # The image's own (H, W, 3) layout seen as (1, 3, H, W): channels-last memory, which
+    # the convolutions run faster on than on planes, and no copy to make planes.
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).float().mul_(1 / 255)
+    with torch.inference_mode():
+        return model.eval()(pixels.permute(2, 0, 1)[None])[0].double().numpy()
 
 
 def quality_from_curve(curve, target_psnr: float, grid=QUALITY_GRID) -> int:

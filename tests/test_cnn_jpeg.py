@@ -95,6 +95,15 @@ class _ShiftedTruth(torch.nn.Module):
         return self.curve[None].expand(x.shape[0], -1)
 
 
+def test_predicted_curve_is_the_models_output(kodak_crop):
+    # predicted_curve feeds the model the image's own channels-last layout: same numbers
+    model = cnn_jpeg.load_predictor()
+    with torch.no_grad():
+        planes = model(torch.from_numpy(kodak_crop).permute(2, 0, 1)[None].float() / 255)
+    np.testing.assert_allclose(cnn_jpeg.predicted_curve(kodak_crop, model),
+                               planes[0].double().numpy(), atol=1e-4)
+
+
 @pytest.mark.parametrize("shift", [-2.0, 3.0])
 def test_one_probe_removes_a_constant_error(kodak_crop, shift):
     # A curve with the right shape at the wrong level: the plain prediction misses by about
