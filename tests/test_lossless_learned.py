@@ -191,6 +191,16 @@ def test_a_file_claiming_a_huge_image_is_refused_before_any_work(sample):
         refused(with_crc(bytes(damaged)), match)
 
 
+def test_files_of_the_first_model_still_decode():
+    # Model 1 was trained on from model 0: a file names its model, and both stay shipped.
+    image = datasets.load_kodak(9)[:40, :56]
+    first = round_trip(image, model_id=0)
+    default = round_trip(image)
+    assert first[5] == 0 and default[5] == ll.DEFAULT_MODEL == 1
+    assert first != default
+    assert ll.shipped_model(0) is not ll.shipped_model(1)
+
+
 def test_llcc_files_still_decode_and_are_told_apart():
     image = smooth((9, 11, 3))
     llcc = lossless.compress_lossless(image)

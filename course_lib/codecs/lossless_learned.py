@@ -54,7 +54,7 @@ File layout (integers big-endian)::
     offset size  field
     0      4     magic b"LLCL" (Lossless Course codec, Learned)
     4      1     format version (1)
-    5      1     model id (0: weights/lossless/polyphase.pt)
+    5      1     model id (0: weights/lossless/polyphase.pt, 1: polyphase-2.pt)
     6      1     planes: 1 (greyscale) or 3 (RGB)
     7      1     levels L (0..MAX_LEVELS)
     8      1     table mode: 0 (the model's logistic tables) or 1 (counted on the image)
@@ -111,8 +111,10 @@ _HEADER = struct.Struct(">4sBBBBBIIII")
 _CRC = struct.Struct(">I")
 _LENGTH = struct.Struct(">I")
 
-MODELS = {0: "lossless/polyphase.pt"}  # model id -> shipped weights
-DEFAULT_MODEL = 0
+# model id -> shipped weights. Files name the model that coded them, so every model stays:
+# 0, the first training run; 1 (the default), the same network trained on from it.
+MODELS = {0: "lossless/polyphase.pt", 1: "lossless/polyphase-2.pt"}
+DEFAULT_MODEL = 1
 
 # Coding tables: scales (in levels of 0..255) and offset bins of m - round(m).
 SCALES = log_scale_table(0.15, 64.0, 64)
