@@ -546,13 +546,6 @@ def filter_loss(model: nn.Module, batch) -> dict:
     return {"loss": mse, "gain_db": gain}
 
 
-def _time_budget(minutes: float | None):
-    if minutes is None:
-        return None
-    deadline = time.monotonic() + 60 * minutes
-    return lambda step, values: time.monotonic() > deadline
-
-
 def train_predictor(run_dir, steps: int = 4000, batch_size: int = 32, lr: float = 2e-3,
                     crops_per_image: int = 8, crop_size: int = 192, paths=None,
                     minutes: float | None = None, progress: bool = True,
@@ -564,7 +557,7 @@ def train_predictor(run_dir, steps: int = 4000, batch_size: int = 32, lr: float 
     rate decay to 1 % over ``steps``. Returns ``(model, TrainResult)``.
     """
     from .datasets import training_paths
-    from .train import train
+    from .train import time_budget, train
 
     run_dir = Path(run_dir)
     labels_file = run_dir / "labels.pt"
@@ -584,7 +577,7 @@ def train_predictor(run_dir, steps: int = 4000, batch_size: int = 32, lr: float 
     result = train(model, loader, predictor_loss, optimizer, steps=steps, scheduler=scheduler,
                    device="cpu", checkpoint_path=run_dir / "checkpoint.pt",
                    checkpoint_every=250, log_csv=run_dir / "log.csv", log_every=25,
-                   progress=progress, callback=_time_budget(minutes))
+                   progress=progress, callback=time_budget(minutes))
     return model.eval(), result
 
 
@@ -596,7 +589,7 @@ def train_filter(run_dir, steps: int = 8000, batch_size: int = 16, patch_size: i
     clipping at 1. Resumes from ``run_dir/checkpoint.pt``. Returns ``(model, TrainResult)``.
     """
     from .datasets import training_paths
-    from .train import train
+    from .train import time_budget, train
 
     run_dir = Path(run_dir)
     paths = training_paths() if paths is None else paths
@@ -609,7 +602,7 @@ def train_filter(run_dir, steps: int = 8000, batch_size: int = 16, patch_size: i
     result = train(model, loader, filter_loss, optimizer, steps=steps, scheduler=scheduler,
                    device="cpu", clip_grad_norm=1.0, checkpoint_path=run_dir / "checkpoint.pt",
                    checkpoint_every=200, log_csv=run_dir / "log.csv", log_every=50,
-                   progress=progress, callback=_time_budget(minutes))
+                   progress=progress, callback=time_budget(minutes))
     return model.eval(), result
 
 

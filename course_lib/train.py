@@ -509,6 +509,17 @@ def _load_checkpoint(path: Path, parts: dict, state: _RunState, batches: _BatchS
         seed_everything(1_000_003 * rank + state.step)
 
 
+def time_budget(minutes: float | None) -> Callable[[int, dict[str, float]], bool] | None:
+    """A :func:`train` callback that stops the run after ``minutes`` of wall time from now
+    (with a checkpoint, so that running again continues); ``None`` for no budget."""
+    if minutes is None:
+        return None
+    if minutes <= 0:
+        raise ValueError(f"the time budget must be positive, got {minutes} minutes")
+    deadline = time.perf_counter() + 60 * minutes
+    return lambda step, values: time.perf_counter() >= deadline
+
+
 def parameter_count(model: nn.Module) -> int:
     """The number of trainable numbers in ``model`` (its parameters that need gradients)."""
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)

@@ -245,3 +245,17 @@ def test_pick_device():
     expected = "cuda" if torch.cuda.is_available() else (
         "mps" if torch.backends.mps.is_available() else "cpu")
     assert trainer.pick_device().type == expected
+
+
+def test_time_budget_stops_after_its_minutes(monkeypatch):
+    assert trainer.time_budget(None) is None
+    for minutes in (0, -1):
+        with pytest.raises(ValueError, match="must be positive"):
+            trainer.time_budget(minutes)
+    now = [1000.0]
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: now[0])
+    stop = trainer.time_budget(0.5)
+    now[0] += 29.9
+    assert not stop(1, {})
+    now[0] += 0.1
+    assert stop(2, {})

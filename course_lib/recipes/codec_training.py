@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ import torch.distributed as dist
 from .. import weights
 from ..codecs.learned import save_weights
 from ..models import LAMBDAS, CheckerboardMeanScale, RateDistortionLoss, build_model
-from ..train import mixed_precision_dtype, pick_device, unwrap
+from ..train import mixed_precision_dtype, pick_device, time_budget, unwrap
 from . import train_on_patches
 
 DEFAULT_LAMBDAS = (LAMBDAS[0], LAMBDAS[2], LAMBDAS[4], LAMBDAS[6])
@@ -106,13 +105,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 
 def _time_budget(minutes: float | None):
-    """A :func:`course_lib.train.train` callback that stops the run after ``minutes``."""
-    if minutes is None:
-        return None
-    if minutes <= 0:
+    """:func:`course_lib.train.time_budget`, with the command line's message."""
+    if minutes is not None and minutes <= 0:
         raise SystemExit("error: --minutes must be positive")
-    deadline = time.perf_counter() + 60 * minutes
-    return lambda step, values: time.perf_counter() >= deadline
+    return time_budget(minutes)
 
 
 def _config(args) -> dict:

@@ -2,12 +2,12 @@
 
     python weights/lossless/train.py [--steps N] [--run-dir runs/lossless] [--export]
     python weights/lossless/train.py --init weights/lossless/polyphase.pt --lr 6e-4 \
-        --steps 6000 --run-dir runs/lossless-2     # a second stage, from the shipped model
+        --steps 8000 --minutes 100 --run-dir runs/lossless-2   # model 1, from model 0
 
 Random 128 x 128 crops of the course training set's PNG images (CID22's training split: a
 lossless coder must not learn from BSDS500's JPEG files, whose pixels carry JPEG's smoothing
-and blocks), random flips, batches of 8, Adam 2e-3 (``--lr``; x0.3 at 70 % and 90 % of the steps),
-gradients clipped to norm 1, one CPU thread; the loss is the estimated bits per subpixel of
+and blocks), random flips, batches of 8, Adam 2e-3 (``--lr``; x0.3 at 70 % and 90 % of the
+steps), gradients clipped to norm 1, one CPU thread; the loss is the estimated bits per subpixel of
 two polyphase levels (``training_loss``). Checkpoints every 100 steps in --run-dir
 (resumable: run the same command again; Ctrl-C saves one, and --export then writes the
 model from it).
@@ -26,7 +26,7 @@ import torch
 
 from course_lib import datasets
 from course_lib.codecs import lossless_learned
-from course_lib.train import seed_everything, train
+from course_lib.train import seed_everything, time_budget, train
 
 HERE = Path(__file__).parent
 
@@ -77,14 +77,6 @@ def main() -> None:
     print(f"{result.step} steps, {time.perf_counter() - started:.0f} s this run")
     if result.step >= args.steps:
         export(model, args)
-
-
-def time_budget(minutes):
-    """A trainer callback that stops the run after ``minutes`` of wall time (None: never)."""
-    if minutes is None:
-        return None
-    deadline = time.monotonic() + 60 * minutes
-    return lambda step, values: time.monotonic() > deadline
 
 
 def export(model, args) -> None:
