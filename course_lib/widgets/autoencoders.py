@@ -11,6 +11,7 @@ from .. import metrics
 from ..autoencoders import Autoencoder
 from ..codecs import latent_files
 from ..images import to_tensor
+from . import live_output
 
 
 def edit_latents(model: Autoencoder, x: torch.Tensor, channel: int, gain: float = 1.0,
@@ -82,6 +83,6 @@ def latent_explorer(model: Autoencoder, image: np.ndarray, channel: int = 0,
     def render(channel, gain, bits):
         _draw(model, x, channel, gain, bits)
 
-    output = widgets.interactive_output(
+    output = live_output(
         render, {"channel": channel_slider, "gain": gain_slider, "bits": bits_menu})
     return widgets.VBox([widgets.HBox([channel_slider, gain_slider, bits_menu]), output])

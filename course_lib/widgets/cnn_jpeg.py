@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import cnn_jpeg
 from ..codecs import classical
+from . import live_output
 
 
 def _draw(image: np.ndarray, window, quality: int) -> dict:
@@ -57,7 +58,7 @@ def filter_explorer(image: np.ndarray, quality: int = 20,
     state = _draw(image, window, int(quality))
     slider = widgets.IntSlider(value=int(quality), min=1, max=95, description="quality",
                                continuous_update=False)
-    output = widgets.interactive_output(lambda quality: _draw(image, window, quality),
+    output = live_output(lambda quality: _draw(image, window, quality),
                                         {"quality": slider})
     panel = widgets.VBox([slider, output])
     panel.state = state

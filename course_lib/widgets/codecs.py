@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..codecs import classical
+from . import live_output
 
 LIVE_CODECS = ("jpeg", "jpeg444", "webp", "avif")
 
@@ -45,7 +46,7 @@ def quality_explorer(image: np.ndarray, codec: str = "jpeg", quality: int = 10,
         value=codec, description="codec")
     quality_slider = widgets.IntSlider(value=quality, min=1, max=100, step=1,
                                        description="quality", continuous_update=False)
-    output = widgets.interactive_output(
+    output = live_output(
         lambda codec, quality: _draw_quality(image, window, codec, quality),
         {"codec": codec_menu, "quality": quality_slider})
     return widgets.VBox([widgets.HBox([codec_menu, quality_slider]), output])

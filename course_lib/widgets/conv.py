@@ -8,6 +8,7 @@ import torch
 
 from .. import conv
 from ..images import center_crop, sample_image, to_tensor
+from . import live_output
 
 
 def _default_image() -> np.ndarray:
@@ -83,6 +84,6 @@ def kernel_editor(image: np.ndarray | None = None, preset: str = "sharpen"):
         matches = [n for n, k in presets.items() if torch.allclose(k, kernel)]
         _draw(tensor, kernel, matches[0] if matches else "custom")
 
-    output = widgets.interactive_output(render, {f"w{i}": box for i, box in enumerate(boxes)})
+    output = live_output(render, {f"w{i}": box for i, box in enumerate(boxes)})
     grid = widgets.GridBox(boxes, layout=widgets.Layout(grid_template_columns="repeat(3, 75px)"))
     return widgets.VBox([widgets.HBox([menu, grid]), output])

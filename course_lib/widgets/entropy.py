@@ -10,6 +10,7 @@ import numpy as np
 
 from ..entropy import HuffmanCode, quantize_pmf, self_information
 from ..entropy.rans import STATE_LOW, WORD_BITS, encode_step
+from . import live_output
 
 
 def draw_code_tree(code: HuffmanCode, labels=None, pmf=None, ax=None):
@@ -147,6 +148,6 @@ def coder_explorer(message: str = "HHTHHHHTHH", p_heads: float = 0.8, steps: int
         except ValueError as err:
             print(err)
 
-    output = widgets.interactive_output(
+    output = live_output(
         draw, {"message": message_box, "p_heads": heads, "steps": step_slider})
     return widgets.VBox([widgets.HBox([message_box, heads, step_slider]), output])

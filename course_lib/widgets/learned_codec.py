@@ -9,6 +9,7 @@ import torch
 
 from .. import metrics
 from ..images import crop, to_tensor, to_uint8
+from . import live_output
 from .rate_distortion import ChannelCosts, channel_costs
 
 
@@ -52,6 +53,6 @@ def channel_explorer(model, image: np.ndarray, rate=None, keep: int = 16):
     _draw_channels(model, image, costs, keep, rate)
     slider = widgets.IntSlider(value=keep, min=0, max=int(costs.order.size), step=1,
                                description="channels", continuous_update=False)
-    output = widgets.interactive_output(
+    output = live_output(
         lambda keep: _draw_channels(model, image, costs, keep, rate), {"keep": slider})
     return widgets.VBox([slider, output])

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..codecs import lossless, png
 from ..entropy import empirical_entropy
+from . import live_output
 
 PREDICTORS = (*png.FILTERS, "MED (LOCO-I)", "4 neighbours (polyphase)")
 
@@ -68,7 +69,7 @@ def residual_explorer(planes: dict, predictor: str = "MED (LOCO-I)", name: str |
     plane_choice = widgets.Dropdown(options=list(planes), value=name, description="plane")
     predictor_choice = widgets.Dropdown(options=list(PREDICTORS), value=predictor,
                                         description="predictor")
-    output = widgets.interactive_output(
+    output = live_output(
         lambda name, predictor: _draw(planes, name, predictor),
         {"name": plane_choice, "predictor": predictor_choice})
     return widgets.VBox([widgets.HBox([plane_choice, predictor_choice]), output])

@@ -9,6 +9,7 @@ import numpy as np
 from .. import metrics
 from ..codecs import classical, mini_jpeg
 from ..images import to_tensor
+from . import live_output
 
 TRANSFORM_LABELS = {"dct": "mini-JPEG (DCT)", "haar": "mini-JPEG (Haar DWT)"}
 
@@ -56,7 +57,7 @@ def quality_comparison(image: np.ndarray, quality: int = 20, transform: str = "d
     transform_menu = widgets.Dropdown(
         options=[(label, name) for name, label in TRANSFORM_LABELS.items()], value=transform,
         description="transform")
-    output = widgets.interactive_output(
+    output = live_output(
         lambda quality, transform: _draw_comparison(image, window, quality, transform),
         {"quality": quality_slider, "transform": transform_menu})
     return widgets.VBox([widgets.HBox([quality_slider, transform_menu]), output])

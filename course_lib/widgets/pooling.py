@@ -8,6 +8,7 @@ import torch
 
 from .. import metrics, pooling
 from ..images import center_crop, sample_image, to_tensor
+from . import live_output
 
 
 def _default_image() -> np.ndarray:
@@ -59,7 +60,7 @@ def resampling_explorer(image: np.ndarray | None = None, kind: str = "average", 
                                    description="upsample"),
     }
 
-    output = widgets.interactive_output(
+    output = live_output(
         lambda **settings: _draw(tensor, **settings), controls
     )
     return widgets.VBox([widgets.HBox(list(controls.values())[:2]),

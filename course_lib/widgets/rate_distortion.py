@@ -17,6 +17,7 @@ import torch
 
 from ..images import pad_to_multiple, to_tensor
 from ..recipes.rate_distortion import channel_density
+from . import live_output
 
 
 @dataclass
@@ -136,5 +137,5 @@ def channel_explorer(model, image: np.ndarray, rank: int = 0):
     def render(rank):
         _draw(model, image, costs, rank)
 
-    output = widgets.interactive_output(render, {"rank": slider})
+    output = live_output(render, {"rank": slider})
     return widgets.VBox([slider, output])
