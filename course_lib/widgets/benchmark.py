@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import benchmark, datasets, images, metrics
+from . import live_output
 
 KNOBS = {"quality": "q", "compression ratio": "ratio", "rate setting": "rate"}
 
@@ -105,17 +106,11 @@ def budget_explorer(names, label=None, crop: bool = False, index: int = 23,
                                   value=index, description="image")
     budget_slider = widgets.FloatSlider(value=budget_bpp, min=0.1, max=2.0, step=0.05,
                                         description="bpp budget", continuous_update=False)
-    panel = widgets.Output()
-
-    def redraw(change):
-        image = datasets.load_kodak(image_menu.value)
+    def redraw(index, budget):
+        image = datasets.load_kodak(index)
         if crop:
             image = images.center_crop(image, 256, 384)
-        with panel:
-            panel.clear_output(wait=True)
-            side_by_side(image, budget_slider.value, names, label,
-                         title=f"kodim{image_menu.value:02d}: ")
+        side_by_side(image, budget, names, label, title=f"kodim{index:02d}: ")
 
-    image_menu.observe(redraw, names="value")
-    budget_slider.observe(redraw, names="value")
+    panel = live_output(redraw, {"index": image_menu, "budget": budget_slider})
     return widgets.VBox([widgets.HBox([image_menu, budget_slider]), panel])
