@@ -1,7 +1,8 @@
 """Interactive demos, one module per notebook topic.
 
 Every demo draws its default state as a static figure first (so a notebook reads well on
-GitHub and under nbval) and then returns an ``ipywidgets`` control panel for live use.
+GitHub and under nbval) and then returns an ``ipywidgets`` control panel whose live area
+stays empty until a control moves (:func:`live_output`).
 """
 
 import ipywidgets as _widgets
