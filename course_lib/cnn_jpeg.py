@@ -17,11 +17,12 @@ settings, :mod:`course_lib.codecs.classical`) that every browser opens.
   from the file's quantisation tables, so any baseline JPEG can be repaired
   (:func:`decode_filtered`).
 
-Both networks look at the image in JPEG's own 8 x 8 blocks: the predictor's first layer is an
-8 x 8 convolution with stride 8 (one output per block, like the DCT), the filter works on
-``pixel_unshuffle(x, 8)``, one 192-value vector per block (64 pixels x RGB). Shipped weights
-(``weights/cnn_jpeg/``) load with :func:`load_predictor` / :func:`load_filter`; they were made
-with the commands of ``weights/cnn_jpeg/README.md``::
+Both networks look at the image in JPEG's own blocks: the predictor's fixed front end is
+JPEG's transform (YCbCr, 4:2:0, the 8 x 8 DCT, as convolutions) and its learned part predicts
+each 16 x 16 macroblock's error from the magnitudes of its 384 coefficients; the filter works
+on ``pixel_unshuffle(x, 8)``, one 192-value vector per 8 x 8 block (64 pixels x RGB).
+Shipped weights (``weights/cnn_jpeg/``) load with :func:`load_predictor` /
+:func:`load_filter`; they were made with the commands of ``weights/cnn_jpeg/README.md``::
 
     python -m course_lib.cnn_jpeg train-predictor --run-dir runs/cnn_jpeg/predictor \\
         --out weights/cnn_jpeg/quality_predictor.pt
@@ -55,6 +56,12 @@ from .images import ImageError, load_image
 QUALITY_GRID = (1, *range(5, 100, 5))
 #: Qualities :func:`bisect_quality` and :func:`predict_quality` choose from.
 MIN_QUALITY, MAX_QUALITY = 1, 95
+#: BT.601 RGB -> YCbCr as JPEG (JFIF) uses it, without the offset of 128 on Cb and Cr.
+RGB_TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+#: JPEG's coefficients in one 16 x 16 macroblock of 4:2:0: four luma blocks, one Cb, one Cr.
+MACROBLOCK_COEFFICIENTS = 6 * 64
+#: The predictor reads every EVERY-th row and column of macroblocks (a quarter of the image).
+EVERY = 2
 #: Targets accepted by the quality search, in dB (PSNR-RGB, 8 bits).
 TARGET_RANGE = (15.0, 60.0)
 PREDICTOR_FILE = "cnn_jpeg/quality_predictor.pt"
@@ -188,66 +195,91 @@ class QualityPredictor(nn.Module):
     ``forward(x)``: ``x`` (N, 3, H, W) in [0, 1] -> PSNR in dB, (N, len(grid)), increasing
     along the grid by construction.
 
-    The first layer is an 8 x 8 convolution with stride 8: one vector per JPEG block, as the
-    DCT makes one block of coefficients. It starts *as* the DCT (the 64 luma frequencies and
-    the lowest 16 of each chroma channel, :func:`dct_start`) and is trained from there. What
-    JPEG throws away depends on each coefficient's size against its quantisation step, so the
-    next layer sees ``log |c|``: a coarser step is then a shift, the same for every block. A
-    1 x 1 layer mixes the coefficients, a 3 x 3 layer adds the neighbouring blocks (4:2:0
-    codes the colour in 16 x 16 squares). The head gives, per block, the log of its mean
-    squared error at the first quality and how much it falls at each further quality
-    (softplus, so positive). The image's MSE is the mean of its blocks' MSEs, exactly as for
-    the real file, and the PSNR follows: a learned, fast stand-in for "encode, decode, compare"
-    at 20 qualities.
+    It reads the image the way JPEG codes it. A fixed front end does JPEG's own transform
+    (:meth:`coefficients`): RGB to YCbCr (BT.601), the colour averaged over 2 x 2 pixels
+    (4:2:0), and the 8 x 8 DCT of every block, all as convolutions; each 16 x 16 macroblock
+    becomes the 384 coefficients JPEG quantises (its four luma blocks, one block of Cb, one of
+    Cr). What JPEG throws away depends on each coefficient's size against its quantisation
+    step, so the learned part sees ``log |c|``: a coarser step is then a shift. Three 1 x 1
+    convolutions over the grid of macroblocks, the same small network for every macroblock,
+    give the log of its mean squared error at the first quality and how much it falls at each
+    further quality (softplus, so positive). JPEG codes every macroblock on its own, so the
+    image's MSE is the mean of its macroblocks' MSEs, exactly as for the real file, and the
+    PSNR follows: a learned, fast stand-in for "encode, decode, compare" at 20 qualities. For
+    the same reason a sample of the macroblocks gives an estimate of that mean
+    (:func:`predicted_curve`'s ``every``).
     """
 
-    def __init__(self, channels: int = 80, hidden: int = 32, grid=QUALITY_GRID):
+    def __init__(self, hidden: int = 64, grid=QUALITY_GRID):
         super().__init__()
-        self.config = {"channels": channels, "hidden": hidden, "grid": list(grid)}
+        self.config = {"hidden": hidden, "grid": list(grid)}
         self.grid = tuple(grid)
-        self.blocks = nn.Conv2d(3, channels, kernel_size=8, stride=8)
-        self.mix = nn.Conv2d(channels, hidden, kernel_size=1)
-        self.context = nn.Conv2d(hidden, hidden, kernel_size=3, padding=1,
-                                 padding_mode="replicate")
+        from .conv import dct_kernels
+
+        ycbcr = torch.tensor(RGB_TO_YCBCR, dtype=torch.float32)[:, :, None, None]
+        self.register_buffer("luma_weights", ycbcr[:1], persistent=False)
+        self.register_buffer("chroma_weights", ycbcr[1:], persistent=False)
+        self.register_buffer("dct", dct_kernels(8), persistent=False)
+        self.mix = nn.Conv2d(MACROBLOCK_COEFFICIENTS, hidden, kernel_size=1)
+        self.inner = nn.Conv2d(hidden, hidden, kernel_size=1)
         self.head = nn.Conv2d(hidden, len(self.grid), kernel_size=1)
         with torch.no_grad():
-            self.blocks.weight.copy_(dct_start(channels))
-            self.blocks.bias.zero_()
             self.head.bias.fill_(-1.0)  # start near a photo: MSE 1e-2 at q=1, falling slowly
             self.head.bias[0] = math.log(1e-2)
 
-    def block_log_mse(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> natural log of each 8 x 8 block's MSE, (N, len(grid), H/8, W/8)."""
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> JPEG's DCT coefficients, (N, 384, H/16, W/16), on the
+        0..1 scale: per macroblock the 64 frequencies of its top-left, top-right, bottom-left
+        and bottom-right luma blocks (interleaved, as ``pixel_unshuffle`` orders them:
+        channel ``4 k + b`` is frequency ``k`` of block ``b``), then Cb's 64, then Cr's. The
+        image is first padded to whole macroblocks by repeating its last row and column, as
+        a JPEG encoder does."""
         _check_batch(x)
-        # the blocks of x - 0.5, with the shift folded into the bias (one pass less over x)
-        shifted_bias = self.blocks.bias - 0.5 * self.blocks.weight.sum(dim=(1, 2, 3))
-        coefficients = F.conv2d(_pad_to_blocks(x, 16), self.blocks.weight, shifted_bias,
-                                stride=8)
-        features = F.relu(self.mix(torch.log(coefficients.abs() + 1 / 255)))
-        out = self.head(F.relu(self.context(features)))
+        x = _pad_to_blocks(x, 16)
+        n, _, height, width = x.shape
+        luma = F.conv2d(x, self.luma_weights, self.luma_weights.new_tensor([-0.5]))
+        luma = F.pixel_unshuffle(F.conv2d(luma, self.dct, stride=8), 2)
+        chroma = F.conv2d(F.avg_pool2d(x, 2), self.chroma_weights)   # 4:2:0, centred on 0
+        chroma = F.conv2d(chroma.reshape(2 * n, 1, height // 2, width // 2), self.dct, stride=8)
+        return torch.cat([luma, chroma.reshape(n, 128, height // 16, width // 16)], dim=1)
+
+    def log_mse_from_coefficients(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """(N, 384, h, w) coefficients -> log MSE per macroblock and quality, (N, K, h, w)."""
+        features = torch.log(coefficients.abs() + 1 / 255)
+        out = self.head(F.relu(self.inner(F.relu(self.mix(features)))))
         first, drops = out[:, :1], F.softplus(out[:, 1:])
         return torch.cat([first, first - torch.cumsum(drops, dim=1)], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        log_mse = self.block_log_mse(x).flatten(2)                   # (N, K, blocks)
+    def block_log_mse(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> natural log of each 16 x 16 macroblock's MSE at each quality of the
+        grid, (N, len(grid), H/16, W/16)."""
+        return self.log_mse_from_coefficients(self.coefficients(x))
+
+    def psnr_from_coefficients(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """The predicted PSNR curve (N, K) from :meth:`coefficients` (training reuses them)."""
+        log_mse = self.log_mse_from_coefficients(coefficients).flatten(2)  # (N, K, blocks)
         mean_log = torch.logsumexp(log_mse, dim=2) - math.log(log_mse.shape[2])
-        return -10.0 / math.log(10.0) * mean_log                      # PSNR, peak 1
+        return -10.0 / math.log(10.0) * mean_log                           # PSNR, peak 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.psnr_from_coefficients(self.coefficients(x))
 
 
-def dct_start(channels: int) -> torch.Tensor:
-    """Kernels (channels, 3, 8, 8) for RGB input: the 64 DCT basis images applied to the luma
-    Y, then to Cb and Cr in zig-zag order (lowest frequencies first), repeated if needed."""
-    from .codecs.mini_jpeg import ZIGZAG
-    from .conv import dct_kernels
-
-    basis = dct_kernels(8)[:, 0]                                        # (64, 8, 8)
-    rgb_to_ycbcr = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5],
-                                 [0.5, -0.418688, -0.081312]])
-    kernels = [rgb_to_ycbcr[0][:, None, None] * basis[k] for k in range(64)]
-    for k in range(64):
-        kernels += [rgb_to_ycbcr[1][:, None, None] * basis[ZIGZAG[k]],
-                    rgb_to_ycbcr[2][:, None, None] * basis[ZIGZAG[k]]]
-    return torch.stack([kernels[i % len(kernels)] for i in range(channels)])
+def macroblock_sample(image: np.ndarray, every: int) -> np.ndarray:
+    """The macroblocks (16 x 16 pixels) of ``image`` in every ``every``-th row and column of
+    macroblocks, side by side in a smaller image; ``every=1`` gives the image itself. The
+    image is first padded to whole macroblocks by repeating its last row and column, as a
+    JPEG encoder does."""
+    if not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"every must be a positive integer, got {every!r}")
+    if every == 1:
+        return image
+    pad = ((0, -image.shape[0] % 16), (0, -image.shape[1] % 16), (0, 0))
+    if pad[0][1] or pad[1][1]:
+        image = np.pad(image, pad, mode="edge")
+    rows, columns = image.shape[0] // 16, image.shape[1] // 16
+    blocks = image.reshape(rows, 16, columns, 16, 3)[::every, :, ::every]
+    return np.ascontiguousarray(blocks).reshape(16 * blocks.shape[0], 16 * blocks.shape[2], 3)
 
 
 class PostFilter(nn.Module):
@@ -352,15 +384,18 @@ def _as_tensor(image: np.ndarray) -> torch.Tensor:
     return planes[None].float().mul_(1 / 255)
 
 
-def predicted_curve(image: np.ndarray, model: QualityPredictor | None = None) -> np.ndarray:
-    """The predicted PSNR (dB) of ``image`` at each quality of the model's grid."""
+def predicted_curve(image: np.ndarray, model: QualityPredictor | None = None,
+                    every: int = EVERY) -> np.ndarray:
+    """The predicted PSNR (dB) of ``image`` at each quality of the model's grid.
+
+    ``every``: read the macroblocks of every ``every``-th row and column only
+    (:func:`macroblock_sample`); the default 2 reads a quarter of the image, four times
+    faster, and the mean of their MSEs estimates the image's. ``every=1`` reads them all.
+    """
     image = _check_image(image)
     model = load_predictor() if model is None else model
-    # The image's own (H, W, 3) layout seen as (1, 3, H, W): channels-last memory, which
-    # the convolutions run faster on than on planes, and no copy to make planes.
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).float().mul_(1 / 255)
     with torch.inference_mode():
-        return model.eval()(pixels.permute(2, 0, 1)[None])[0].double().numpy()
+        return model.eval()(_as_tensor(macroblock_sample(image, every)))[0].double().numpy()
 
 
 def quality_from_curve(curve, target_psnr: float, grid=QUALITY_GRID) -> int:
@@ -384,18 +419,20 @@ def quality_from_curve(curve, target_psnr: float, grid=QUALITY_GRID) -> int:
 
 
 def predict_quality(image: np.ndarray, target_psnr: float,
-                    model: QualityPredictor | None = None, probe: bool = False) -> int:
+                    model: QualityPredictor | None = None, probe: bool = False,
+                    every: int = EVERY) -> int:
     """The JPEG quality the predictor expects to reach ``target_psnr`` on ``image``.
 
     ``probe=False``: one pass of the CNN and an interpolation, no JPEG encoding at all.
     ``probe=True``: then one real JPEG at that quality (:func:`probe_psnr`); the difference
     between its PSNR and the predicted one shifts the whole predicted curve, which is read
     again. The CNN gives the curve's shape, the probe its level: one encode instead of
-    bisection's seven (compare :func:`bisect_quality`).
+    bisection's seven (compare :func:`bisect_quality`). ``every``: as in
+    :func:`predicted_curve`.
     """
     target = _check_target(target_psnr)
     model = load_predictor() if model is None else model
-    curve = predicted_curve(image, model)
+    curve = predicted_curve(image, model, every)
     quality = quality_from_curve(curve, target, model.grid)
     if probe:
         offset = probe_psnr(image, quality) - np.interp(quality, model.grid, curve)
@@ -520,19 +557,37 @@ class JpegPatches(torch.utils.data.Dataset):
 # Training through the course's trainer
 
 
+#: Channel order of :meth:`QualityPredictor.coefficients` after mirroring the image left-right
+#: (then top-bottom): the luma blocks of each macroblock trade places, every magnitude stays.
+_MIRRORED = [torch.arange(MACROBLOCK_COEFFICIENTS).reshape(-1, 4)[:, order].flatten()
+             for order in ([1, 0, 3, 2], [2, 3, 0, 1])]
+_MIRRORED = [torch.cat([index[:256], torch.arange(256, MACROBLOCK_COEFFICIENTS)])
+             for index in _MIRRORED]
+
+
 def predictor_loss(model: nn.Module, batch) -> dict:
-    """Squared error of the predicted PSNR curve, averaged over the grid (dB²), with a tenth
-    of the weight above 45 dB (flat crops reach 50-99 dB there and would otherwise dominate
-    the range that targets use); random flips (PSNR and JPEG's blocks do not care)."""
-    crops, psnr = batch
-    x = crops.float() / 255
-    if float(torch.rand(())) < 0.5:
-        x = x.flip(-1)
-    if float(torch.rand(())) < 0.5:
-        x = x.flip(-2)
-    error = model(x) - psnr
+    """Squared error of the predicted PSNR curve, averaged over the grid (dB²), plus the
+    squared error of its steps from one grid quality to the next (its slope: reading a
+    quality off the curve and the probe's shift need it; without this term the curve fits
+    its points in a zigzag of steps), both with a tenth of the weight above 45 dB (flat crops
+    reach 50-99 dB there and would otherwise dominate the range that targets use).
+
+    ``batch``: ``(coefficients, psnr)``, the crops' :meth:`QualityPredictor.coefficients`
+    (computed once: the front end has nothing to learn) and their PSNR curves. A random mirror
+    of the crop, left-right and top-bottom, only swaps the luma blocks inside each macroblock
+    (and signs, which ``log |c|`` ignores): done on the coefficients."""
+    coefficients, psnr = batch
+    coefficients = coefficients.float()
+    for index in _MIRRORED:
+        if float(torch.rand(())) < 0.5:
+            coefficients = coefficients[:, index]
+    error = model.psnr_from_coefficients(coefficients) - psnr
     weight = torch.where(psnr <= 45.0, 1.0, 0.1)
-    return {"loss": (weight * error**2).sum() / weight.sum(), "mae_db": error.abs().mean()}
+    step_error = torch.diff(error, dim=1)
+    step_weight = torch.minimum(weight[:, 1:], weight[:, :-1])
+    loss = ((weight * error**2).sum() / weight.sum()
+            + (step_weight * step_error**2).sum() / step_weight.sum())
+    return {"loss": loss, "mae_db": error.abs().mean()}
 
 
 def filter_loss(model: nn.Module, batch) -> dict:
@@ -546,19 +601,23 @@ def filter_loss(model: nn.Module, batch) -> dict:
     return {"loss": mse, "gain_db": gain}
 
 
-def train_predictor(run_dir, steps: int = 4000, batch_size: int = 32, lr: float = 2e-3,
-                    crops_per_image: int = 8, crop_size: int = 192, paths=None,
+def train_predictor(run_dir, steps: int = 20000, batch_size: int = 32, lr: float = 2e-3,
+                    crops_per_image: int = 16, crop_size: int = 192, paths=None,
                     minutes: float | None = None, progress: bool = True,
                     model: QualityPredictor | None = None):
     """Train a :class:`QualityPredictor` on exact JPEG PSNRs of training crops.
 
     The labels (:func:`predictor_labels`) are computed once and kept in
-    ``run_dir/labels.pt``; training resumes from ``run_dir/checkpoint.pt``. Cosine learning
-    rate decay to 1 % over ``steps``. Returns ``(model, TrainResult)``.
+    ``run_dir/labels.pt``; the crops' DCT coefficients (the fixed front end) once per call,
+    in float16; training resumes from ``run_dir/checkpoint.pt``. Cosine learning rate decay
+    to 1 % over ``steps``. Returns ``(model, TrainResult)``.
     """
     from .datasets import training_paths
     from .train import time_budget, train
 
+    if crop_size % 16:
+        raise ValueError(f"crop_size must be a multiple of 16 (whole macroblocks), got "
+                         f"{crop_size}")
     run_dir = Path(run_dir)
     labels_file = run_dir / "labels.pt"
     if labels_file.is_file():
@@ -569,14 +628,17 @@ def train_predictor(run_dir, steps: int = 4000, batch_size: int = 32, lr: float 
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.save(labels, labels_file)
     model = QualityPredictor(grid=labels["grid"]) if model is None else model
-    dataset = torch.utils.data.TensorDataset(labels["crops"], labels["psnr"])
+    with torch.no_grad():
+        coefficients = torch.cat([model.coefficients(crops.float() / 255).half()
+                                  for crops in labels["crops"].split(64)])
+    dataset = torch.utils.data.TensorDataset(coefficients, labels["psnr"])
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
                                          drop_last=len(dataset) > batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=lr / 100)
     result = train(model, loader, predictor_loss, optimizer, steps=steps, scheduler=scheduler,
                    device="cpu", checkpoint_path=run_dir / "checkpoint.pt",
-                   checkpoint_every=250, log_csv=run_dir / "log.csv", log_every=25,
+                   checkpoint_every=500, log_csv=run_dir / "log.csv", log_every=50,
                    progress=progress, callback=time_budget(minutes))
     return model.eval(), result
 
@@ -638,7 +700,7 @@ def main(argv=None) -> None:
             parser.error(f"--init {args.init} holds a {type(options['model']).__name__}, "
                          f"not a {expected}")
     if args.command == "train-predictor":
-        model, result = train_predictor(args.run_dir, steps=args.steps or 4000, **options)
+        model, result = train_predictor(args.run_dir, steps=args.steps or 20000, **options)
     else:
         model, result = train_filter(args.run_dir, steps=args.steps or 8000, **options)
     print(f"{args.command}: step {result.step}, {result.seconds / 60:.1f} min of training in "
