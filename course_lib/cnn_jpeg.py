@@ -218,7 +218,9 @@ class QualityPredictor(nn.Module):
 
         ycbcr = torch.tensor(RGB_TO_YCBCR, dtype=torch.float32)[:, :, None, None]
         self.register_buffer("luma_weights", ycbcr[:1], persistent=False)
-        self.register_buffer("chroma_weights", ycbcr[1:], persistent=False)
+        # 4:2:0's 2 x 2 average and the colour conversion in one stride-2 convolution
+        self.register_buffer("chroma_weights", (ycbcr[1:] / 4).expand(2, 3, 2, 2).contiguous(),
+                             persistent=False)
         self.register_buffer("dct", dct_kernels(8), persistent=False)
         self.mix = nn.Conv2d(MACROBLOCK_COEFFICIENTS, hidden, kernel_size=1)
         self.inner = nn.Conv2d(hidden, hidden, kernel_size=1)
@@ -227,42 +229,68 @@ class QualityPredictor(nn.Module):
             self.head.bias.fill_(-1.0)  # start near a photo: MSE 1e-2 at q=1, falling slowly
             self.head.bias[0] = math.log(1e-2)
 
-    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] -> JPEG's DCT coefficients, (N, 384, H/16, W/16), on the
-        0..1 scale: per macroblock the 64 frequencies of its top-left, top-right, bottom-left
-        and bottom-right luma blocks (interleaved, as ``pixel_unshuffle`` orders them:
-        channel ``4 k + b`` is frequency ``k`` of block ``b``), then Cb's 64, then Cr's. The
-        image is first padded to whole macroblocks by repeating its last row and column, as
-        a JPEG encoder does."""
+    def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """JPEG's transform of ``x`` (N, 3, H, W) in [0, 1], on the 0..1 scale: the DCT of
+        every 8 x 8 luma block, (N, 64, H/8, W/8), and of every 8 x 8 block of Cb and Cr after
+        4:2:0, (N, 128, H/16, W/16) (Cb's 64 frequencies, then Cr's). Channel ``u * 8 + v``
+        holds frequency ``(u, v)``, as :func:`course_lib.conv.block_dct`. The image is first
+        padded to whole macroblocks by repeating its last row and column, as a JPEG encoder
+        does."""
         _check_batch(x)
         x = _pad_to_blocks(x, 16)
         n, _, height, width = x.shape
         luma = F.conv2d(x, self.luma_weights, self.luma_weights.new_tensor([-0.5]))
-        luma = F.pixel_unshuffle(F.conv2d(luma, self.dct, stride=8), 2)
-        chroma = F.conv2d(F.avg_pool2d(x, 2), self.chroma_weights)   # 4:2:0, centred on 0
+        luma = F.conv2d(luma, self.dct, stride=8)
+        chroma = F.conv2d(x, self.chroma_weights, stride=2)          # 4:2:0, centred on 0
         chroma = F.conv2d(chroma.reshape(2 * n, 1, height // 2, width // 2), self.dct, stride=8)
-        return torch.cat([luma, chroma.reshape(n, 128, height // 16, width // 16)], dim=1)
+        return luma, chroma.reshape(n, 128, height // 16, width // 16)
 
-    def log_mse_from_coefficients(self, coefficients: torch.Tensor) -> torch.Tensor:
-        """(N, 384, h, w) coefficients -> log MSE per macroblock and quality, (N, K, h, w)."""
-        features = torch.log(coefficients.abs() + 1 / 255)
-        out = self.head(F.relu(self.inner(F.relu(self.mix(features)))))
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> JPEG's DCT coefficients per macroblock,
+        (N, 384, H/16, W/16): the 64 frequencies of its top-left, top-right, bottom-left and
+        bottom-right luma blocks (interleaved, as ``pixel_unshuffle`` orders them: channel
+        ``4 k + b`` is frequency ``k`` of block ``b``), then Cb's 64, then Cr's
+        (:meth:`transform`)."""
+        luma, chroma = self.transform(x)
+        return torch.cat([F.pixel_unshuffle(luma, 2), chroma], dim=1)
+
+    def _log_mse(self, mixed: torch.Tensor) -> torch.Tensor:
+        out = self.head(F.relu(self.inner(F.relu(mixed))))
         first, drops = out[:, :1], F.softplus(out[:, 1:])
         return torch.cat([first, first - torch.cumsum(drops, dim=1)], dim=1)
 
+    def log_mse_from_coefficients(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """(N, 384, h, w) coefficients -> log MSE per macroblock and quality, (N, K, h, w)."""
+        return self._log_mse(self.mix(torch.log(coefficients.abs() + 1 / 255)))
+
     def block_log_mse(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> natural log of each 16 x 16 macroblock's MSE at each quality of the
-        grid, (N, len(grid), H/16, W/16)."""
-        return self.log_mse_from_coefficients(self.coefficients(x))
+        grid, (N, len(grid), H/16, W/16).
 
-    def psnr_from_coefficients(self, coefficients: torch.Tensor) -> torch.Tensor:
-        """The predicted PSNR curve (N, K) from :meth:`coefficients` (training reuses them)."""
-        log_mse = self.log_mse_from_coefficients(coefficients).flatten(2)  # (N, K, blocks)
+        The same numbers as ``log_mse_from_coefficients(coefficients(x))``, without moving
+        the luma blocks into the macroblock's channels: the ``mix`` layer's weights for the
+        four luma blocks act as one 2 x 2 convolution with stride 2 on the grid of blocks.
+        """
+        luma, chroma = self.transform(x)
+        hidden = self.mix.out_channels
+        luma_weights = self.mix.weight[:, :256, 0, 0].reshape(hidden, 64, 2, 2)
+        mixed = (F.conv2d(torch.log(luma.abs() + 1 / 255), luma_weights, self.mix.bias,
+                          stride=2)
+                 + F.conv2d(torch.log(chroma.abs() + 1 / 255), self.mix.weight[:, 256:]))
+        return self._log_mse(mixed)
+
+    @staticmethod
+    def _psnr(log_mse: torch.Tensor) -> torch.Tensor:
+        log_mse = log_mse.flatten(2)                                       # (N, K, blocks)
         mean_log = torch.logsumexp(log_mse, dim=2) - math.log(log_mse.shape[2])
         return -10.0 / math.log(10.0) * mean_log                           # PSNR, peak 1
 
+    def psnr_from_coefficients(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """The predicted PSNR curve (N, K) from :meth:`coefficients` (training reuses them)."""
+        return self._psnr(self.log_mse_from_coefficients(coefficients))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.psnr_from_coefficients(self.coefficients(x))
+        return self._psnr(self.block_log_mse(x))
 
 
 def macroblock_sample(image: np.ndarray, every: int) -> np.ndarray:

@@ -61,6 +61,21 @@ def test_predictor_front_end_is_jpegs_dct():
                                        dctn(block, norm="ortho").ravel(), atol=1e-5)
 
 
+def test_predictor_forward_equals_the_training_path():
+    # forward mixes the luma blocks with a strided convolution; training goes through
+    # coefficients() and the 1 x 1 mix layer: the same numbers.
+    torch.manual_seed(0)
+    model = cnn_jpeg.QualityPredictor().eval()
+    torch.nn.init.normal_(model.mix.weight, std=0.05)
+    x = torch.rand(2, 3, 45, 70)
+    with torch.no_grad():
+        torch.testing.assert_close(model.block_log_mse(x),
+                                   model.log_mse_from_coefficients(model.coefficients(x)),
+                                   atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(model(x), model.psnr_from_coefficients(model.coefficients(x)),
+                                   atol=1e-4, rtol=1e-5)
+
+
 def test_mirroring_a_crop_only_swaps_luma_blocks():
     # predictor_loss mirrors crops on their coefficients: check it against mirrored pixels.
     x = torch.rand(2, 3, 48, 64)
