@@ -50,14 +50,12 @@ from torch import nn
 
 from . import weights
 from .codecs import classical
-from .images import ImageError, load_image
+from .images import RGB_TO_YCBCR, ImageError, load_image
 
 #: The qualities at which the predictor gives the PSNR (the benchmark's range, and 1).
 QUALITY_GRID = (1, *range(5, 100, 5))
 #: Qualities :func:`bisect_quality` and :func:`predict_quality` choose from.
 MIN_QUALITY, MAX_QUALITY = 1, 95
-#: BT.601 RGB -> YCbCr as JPEG (JFIF) uses it, without the offset of 128 on Cb and Cr.
-RGB_TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 #: JPEG's coefficients in one 16 x 16 macroblock of 4:2:0: four luma blocks, one Cb, one Cr.
 MACROBLOCK_COEFFICIENTS = 6 * 64
 #: The predictor reads every EVERY-th row and column of macroblocks (a quarter of the image).
@@ -216,6 +214,7 @@ class QualityPredictor(nn.Module):
         self.grid = tuple(grid)
         from .conv import dct_kernels
 
+        # JFIF's RGB -> YCbCr (course_lib.images), without the offset of 128 on Cb and Cr
         ycbcr = torch.tensor(RGB_TO_YCBCR, dtype=torch.float32)[:, :, None, None]
         self.register_buffer("luma_weights", ycbcr[:1], persistent=False)
         # 4:2:0's 2 x 2 average and the colour conversion in one stride-2 convolution
@@ -587,10 +586,9 @@ class JpegPatches(torch.utils.data.Dataset):
 
 #: Channel order of :meth:`QualityPredictor.coefficients` after mirroring the image left-right
 #: (then top-bottom): the luma blocks of each macroblock trade places, every magnitude stays.
-_MIRRORED = [torch.arange(MACROBLOCK_COEFFICIENTS).reshape(-1, 4)[:, order].flatten()
+_MIRRORED = [torch.cat([torch.arange(256).reshape(64, 4)[:, order].flatten(),
+                        torch.arange(256, MACROBLOCK_COEFFICIENTS)])
              for order in ([1, 0, 3, 2], [2, 3, 0, 1])]
-_MIRRORED = [torch.cat([index[:256], torch.arange(256, MACROBLOCK_COEFFICIENTS)])
-             for index in _MIRRORED]
 
 
 def predictor_loss(model: nn.Module, batch) -> dict:

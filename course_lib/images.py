@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 # ITU-R BT.601 full-range coefficients, as used by JFIF (JPEG) and Pillow's "YCbCr" mode.
-_RGB_TO_YCBCR = np.array(
+RGB_TO_YCBCR = np.array(
     [
         [0.299, 0.587, 0.114],
         [-0.168736, -0.331264, 0.5],
         [0.5, -0.418688, -0.081312],
     ]
 )
-_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+_YCBCR_TO_RGB = np.linalg.inv(RGB_TO_YCBCR)
 _CHROMA_OFFSET = np.array([0.0, 128.0, 128.0])
 
 
@@ -222,7 +222,7 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     """RGB -> YCbCr (BT.601 full range, the JPEG convention), float64 in [0, 255]."""
-    return np.asarray(rgb, dtype=np.float64) @ _RGB_TO_YCBCR.T + _CHROMA_OFFSET
+    return np.asarray(rgb, dtype=np.float64) @ RGB_TO_YCBCR.T + _CHROMA_OFFSET
 
 
 def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:

@@ -43,9 +43,9 @@ def test_predictor_front_end_is_jpegs_dct():
     rng = np.random.default_rng(0)
     x = rng.random((1, 3, 40, 56))
     padded = np.pad(x, ((0, 0), (0, 0), (0, 8), (0, 8)), mode="edge")      # 48 x 64
-    ycbcr = np.einsum("ij,njhw->nihw", np.array(cnn_jpeg.RGB_TO_YCBCR), padded)
-    luma = ycbcr[0, 0] - 0.5
-    chroma = ycbcr[0, 1:].reshape(2, 24, 2, 32, 2).mean(axis=(2, 4))
+    ycbcr = images.rgb_to_ycbcr(255 * padded[0].transpose(1, 2, 0)).transpose(2, 0, 1) / 255
+    luma = ycbcr[0] - 0.5
+    chroma = (ycbcr[1:] - 128 / 255).reshape(2, 24, 2, 32, 2).mean(axis=(2, 4))
     model = cnn_jpeg.QualityPredictor()
     with torch.no_grad():
         got = model.coefficients(torch.tensor(x, dtype=torch.float32)).double().numpy()[0]

@@ -58,8 +58,7 @@ def filter_explorer(image: np.ndarray, quality: int = 20,
     state = _draw(image, window, int(quality))
     slider = widgets.IntSlider(value=int(quality), min=1, max=95, description="quality",
                                continuous_update=False)
-    output = live_output(lambda quality: _draw(image, window, quality),
-                                        {"quality": slider})
+    output = live_output(lambda quality: _draw(image, window, quality), {"quality": slider})
     panel = widgets.VBox([slider, output])
     panel.state = state
     return panel
