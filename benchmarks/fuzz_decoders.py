@@ -158,9 +158,11 @@ def mini_jpeg_format() -> Format:
 def lossless_learned_format() -> Format:
     files = [lossless_learned.compress_learned(_photo(20, 28, 6)),
              lossless_learned.compress_learned(_photo(13, 9, 7)[..., 1], levels=2),
-             lossless_learned.compress_learned(_photo(17, 16, 8), levels=1)]
+             lossless_learned.compress_learned(_photo(17, 16, 8), levels=1),
+             lossless_learned.compress_learned(_photo(18, 22, 9), adapt=True, adapt_steps=5)]
+    # ... and 25: version 2's adaptation length (a segment length in version 1)
     fields = [(4, ">B"), (5, ">B"), (6, ">B"), (7, ">B"), (8, ">I"), (12, ">I"), (16, ">I"),
-              (20, ">I")]
+              (20, ">I"), (25, ">I")]
     fix = _with_crc("big")
     bombs = [(f"claims {size}x{size}", fix(set_field(files[0], 8, ">II", size, size)), 0,
               "refused") for size in (65535, 9000, 2048)]

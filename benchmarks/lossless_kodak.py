@@ -9,7 +9,9 @@ asks: PNG with ``optimize=True``, WebP lossless with ``method=6, quality=100`` (
 smallest setting), JPEG XL lossless with ``effort=7`` (when ``pillow-jxl-plugin`` is installed),
 all through :mod:`course_lib.codecs.classical`; the course's coders are the predictive one,
 :mod:`course_lib.codecs.lossless`, and the learned one, :mod:`course_lib.codecs.lossless_learned`
-(shipped model), both with their defaults. Times follow one warm-up per codec; the
+(shipped model), both with their defaults, and the learned one also without the encoder's fit
+of its last layers to each image (``adapt=False``, what it wrote before that fit existed).
+Times follow one warm-up per codec; the
 table gives the mean and the median over images. The report is printed and written to
 ``--out`` (default ``benchmarks/results/lossless_kodak.txt``), the numbers also as JSON beside
 it (``.json``: what notebook 09 reads).
@@ -43,9 +45,17 @@ CODECS = {
     "WebP lossless (method 6)": classical_codec("webp_lossless"),
     "JPEG XL lossless (effort 7)": classical_codec("jxl_lossless"),
     "course predictive coder": (lossless.compress_lossless, lossless.decompress_lossless),
+    "course learned coder, no fit": (
+        lambda image: lossless_learned.compress_learned(image, adapt=False),
+        lossless_learned.decompress_learned),
     "course learned coder": (lossless_learned.compress_learned,
                              lossless_learned.decompress_learned),
 }
+SHORT = {"PNG (optimize)": "PNG", "WebP lossless (method 6)": "WebP lossless",
+         "JPEG XL lossless (effort 7)": "JPEG XL lossless",
+         "course predictive coder": "course LLCC",
+         "course learned coder, no fit": "learned, no fit",
+         "course learned coder": "course learned"}
 
 
 def jpeg_xl_available() -> bool:
@@ -70,20 +80,18 @@ def measure(encode: Callable, decode: Callable, image: np.ndarray) -> dict:
 
 def report(results: dict[str, list[dict]], names: list[str], header: list[str]) -> str:
     lines = [*header,
-             f"{'codec':28s} {'bpsp':>6s} {'vs PNG':>7s} {'enc s mean':>10s} {'median':>7s} "
+             f"{'codec':29s} {'bpsp':>6s} {'vs PNG':>7s} {'enc s mean':>10s} {'median':>7s} "
              f"{'dec s mean':>10s} {'median':>7s}"]
     png = np.mean([r["bpsp"] for r in results["PNG (optimize)"]])
     for codec, rows in results.items():
         bpsp = np.mean([r["bpsp"] for r in rows])
         encode = [r["encode_s"] for r in rows]
         decode = [r["decode_s"] for r in rows]
-        lines.append(f"{codec:28s} {bpsp:6.3f} {100 * (bpsp / png - 1):+6.1f}% "
+        lines.append(f"{codec:29s} {bpsp:6.3f} {100 * (bpsp / png - 1):+6.1f}% "
                      f"{np.mean(encode):10.3f} {np.median(encode):7.3f} "
                      f"{np.mean(decode):10.3f} {np.median(decode):7.3f}")
-    short = {codec: codec.split(" (")[0].replace("course predictive coder", "course LLCC")
-             .replace("course learned coder", "course learned") for codec in results}
     lines += ["", "bits per subpixel by image",
-              f"{'image':>8s}" + "".join(f"{short[c]:>18s}" for c in results)]
+              f"{'image':>8s}" + "".join(f"{SHORT[c]:>18s}" for c in results)]
     for index, name in enumerate(names):
         lines.append(f"{name:>8s}" + "".join(f"{results[c][index]['bpsp']:18.3f}"
                                              for c in results))

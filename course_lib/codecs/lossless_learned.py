@@ -38,6 +38,14 @@ smaller file):
   ``m < round(m)``, so the side of 0 towards the mean is always the same. This corrects a
   model whose scales or tails do not fit the image (Kodak's film grain, say).
 
+Adaptation (encoding as inference). The network was trained on clean photos; the encoder
+may fit each pass's last 1x1 layer (:func:`fit_adaptation`: Adam on this image's estimated
+bits, the features before that layer computed once) and send the change in integer steps of
+:data:`ADAPT_STEP`; the decoder adds it to the shipped weights (:func:`adapted_model`) and
+runs the passes as usual. On Kodak this saves several per cent for about 1.7 kB of side
+information (``benchmarks/results/lossless_kodak.txt``). Such a file is format version 2;
+one without a fit is version 1, what course_lib wrote before the fit existed.
+
 The values of one pass and colour go through
 :func:`course_lib.entropy.fast.encode_with_indexes` (rANS, with a CRC-32 of the values) as
 one *segment*.
@@ -53,7 +61,7 @@ File layout (integers big-endian)::
 
     offset size  field
     0      4     magic b"LLCL" (Lossless Course codec, Learned)
-    4      1     format version (1)
+    4      1     format version: 1, or 2 (with an adaptation section)
     5      1     model id (0: weights/lossless/polyphase.pt, 1: polyphase-2.pt)
     6      1     planes: 1 (greyscale) or 3 (RGB)
     7      1     levels L (0..MAX_LEVELS)
@@ -62,6 +70,8 @@ File layout (integers big-endian)::
     13     4     image width W (>= 1)
     17     4     length C of the coarsest image's LLCC file
     21     4     length T of the table section (0 in mode 0)
+    (25    4     version 2 only: length A >= 1 of the adaptation section; the offsets
+                 below then move on by 4)
     25     4n    lengths of the n segments, planes of them per pass that has pixels (3 per
                  level, fewer for images a pixel wide): the coarsest level first, then its
                  passes 0..2, then the colours in coding order (G, R, B, or grey)
@@ -69,6 +79,8 @@ File layout (integers big-endian)::
     ...    T     mode 1: the tables, as LLCC's table section (zlib; per colour and context:
                  a 2-byte count n of residuals, 0 for none, then the first residual and the
                  n levels as differences)
+    ...    A     version 2: the adaptation, zlib of int16 steps, pass by pass the last
+                 layer's weights (row by row) then its biases
     ...          the segments, in that order
     end-4  4     CRC-32 of everything before it
 
@@ -76,7 +88,8 @@ File layout (integers big-endian)::
 checks, before any network runs: length, magic, version, CRC-32 of the file, a known model,
 1 or 3 planes, levels and table mode in range, 1 .. ``MAX_PIXELS`` pixels, lengths that fill
 the file exactly, segments of whole words, the table section (no zip bomb, every table in
-range); then the coarse LLCC file (its own checks, and the declared shape); while decoding,
+range), the adaptation section (inflated to exactly its size, never more); then the coarse
+LLCC file (its own checks, and the declared shape); while decoding,
 each segment (long enough for its values, tables for every context used, no escape, an rANS
 stream that ends empty, its CRC-32). Work is bounded by the declared size, which the pixel
 limit bounds (about 4 microseconds a pixel on one core: 1.5 s for a Kodak image). Every
@@ -104,10 +117,11 @@ from . import lossless
 from .lossless import LosslessFileError
 
 MAGIC = b"LLCL"
-VERSION = 1
+VERSION = 2  # 1: no adaptation section (still written when the encoder does not adapt)
 MAX_LEVELS = 4
 DEFAULT_LEVELS = 1
-_HEADER = struct.Struct(">4sBBBBBIIII")
+_HEADER = struct.Struct(">4sBBBBBIIII")  # version 1; version 2 adds the adaptation length
+_ADAPTATION_LENGTH = struct.Struct(">I")
 _CRC = struct.Struct(">I")
 _LENGTH = struct.Struct(">I")
 
@@ -129,6 +143,14 @@ CROSS_BOUNDS = np.array([2, 5, 13])
 CONTEXTS = SCALE_CLASSES * (CROSS_BOUNDS.size + 1)  # per colour
 COLOUR_ORDER = (1, 0, 2)  # G, then R, then B
 TILE, HALO = 128, 3  # network tiles: outputs per side, and the margin three 3x3 layers need
+
+# Adaptation (format version 2): the encoder fits each pass's last layer to the image and sends
+# the change from the shipped weights in steps of ADAPT_STEP (int16, zlib).
+ADAPT_STEP = 2.0**-10
+ADAPT_STEPS = 300  # Adam steps of the fit (constant learning rate ADAPT_LR), on at most
+ADAPT_LR = 3e-3
+ADAPT_POSITIONS = 1 << 15  # positions of each pass (a seeded random sample beyond that)
+ADAPT_MIN_PIXELS = 1 << 14  # smaller images cannot repay the section (about 1.7 kB)
 
 # pass k codes PHASES[k + 1] from PHASES[: k + 1]
 PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))
@@ -485,6 +507,154 @@ def shipped_model(model_id: int = DEFAULT_MODEL) -> PolyphaseModel:
     return _LOADED[model_id]
 
 
+# --- adaptation: the encoder fits the last layers to the image -----------------------------
+
+
+def adaptation_size(model: PolyphaseModel) -> int:
+    """How many parameters a file may adapt: each pass's last 1x1 layer, weights and biases
+    (3 x (9 x 48 + 9) = 1,323 for the shipped models)."""
+    return sum(net.body[-1].weight.numel() + net.body[-1].bias.numel() for net in model.passes)
+
+
+def adapted_model(model: PolyphaseModel, deltas: np.ndarray) -> PolyphaseModel:
+    """A float64 copy of ``model`` whose last layers are moved by ``deltas * ADAPT_STEP``
+    (:func:`adaptation_size` integers: pass by pass, the weights row by row, then the
+    biases). Encoder and decoder build it the same way, so they get the same numbers."""
+    copy = PolyphaseModel(**model.config).double().eval()
+    copy.load_state_dict(model.state_dict())
+    deltas = np.asarray(deltas, np.int64)
+    if deltas.shape != (adaptation_size(copy),):
+        raise ValueError(f"{adaptation_size(copy)} deltas expected, got {deltas.shape}")
+    offset = 0
+    with torch.no_grad():
+        for net in copy.passes:
+            for param in (net.body[-1].weight, net.body[-1].bias):
+                part = deltas[offset : offset + param.numel()].astype(np.float64) * ADAPT_STEP
+                param += torch.from_numpy(part).reshape(param.shape)
+                offset += param.numel()
+    return copy
+
+
+def _fit_samples(model: PolyphaseModel, pyramid: list[np.ndarray], levels: int, seed: int = 0):
+    """Per pass: (features before the last layer (P, C), interpolation (P, 3), targets (P, 3),
+    weight) at up to :data:`ADAPT_POSITIONS` positions of each level (a seeded random sample
+    when there are more), float32; ``weight`` = positions / sampled ones."""
+    rng = np.random.default_rng(seed)
+    samples = [[] for _ in model.passes]
+    for level in range(levels):
+        phases = [_as_tensor(phase).float() for phase in polyphase_split(pyramid[level])]
+        units = [to_network(phase) for phase in phases]
+        for k, net in enumerate(model.passes):
+            target = phases[k + 1]
+            h, w = target.shape[-2:]
+            if h == 0 or w == 0:
+                continue
+            inputs, (rows, cols) = model.pass_inputs(units, k)
+            keep = min(1.0, ADAPT_POSITIONS / (h * w))
+            parts = []
+            for top in range(0, h, TILE):  # tile by tile, as the coder, to bound memory
+                for left in range(0, w, TILE):
+                    r0, c0 = max(0, top - HALO), max(0, left - HALO)
+                    bottom, right = min(h, top + TILE), min(w, left + TILE)
+                    r1, c1 = min(rows, bottom + HALO), min(cols, right + HALO)
+                    features = net.body[:-1](inputs[:, :, r0:r1, c0:c1])
+                    window = (slice(top - r0, bottom - r0), slice(left - c0, right - c0))
+                    part = torch.cat([features[0][:, window[0], window[1]],
+                                      inputs[0, -3:, top:bottom, left:right],
+                                      target[0, :, top:bottom, left:right]]).flatten(1).T
+                    if keep < 1:
+                        part = part[torch.from_numpy(rng.random(part.shape[0]) < keep)]
+                    parts.append(part)
+            samples[k].append((torch.cat(parts), h * w))
+    fits = []
+    for per_level in samples:
+        if not per_level:
+            fits.append(None)
+            continue
+        rows = torch.cat([part for part, _ in per_level])
+        positions = sum(count for _, count in per_level)
+        channels = rows.shape[1] - 6
+        fits.append((rows[:, :channels], rows[:, channels : channels + 3],
+                     rows[:, channels + 3 :], positions / max(1, rows.shape[0])))
+    return fits
+
+
+def _fit_bits(layers, fits, channels) -> torch.Tensor:
+    """Estimated bits (scaled up from the samples) with last layers ``layers`` (per pass:
+    weight (9, C), bias (9))."""
+    total = torch.zeros(())
+    for (weight, bias), fit in zip(layers, fits, strict=True):
+        if fit is None:
+            continue
+        features, base, target, scale_up = fit
+        out = features @ weight.T + bias
+        out = torch.cat([out[:, :3] + base, out[:, 3:]], 1).T[None, :, :, None]
+        target = target.T[None, :, :, None]
+        for channel in channels:
+            mean, scale = channel_params(out, target, channel)
+            total = total + scale_up * logistic_bits(target[:, channel], mean, scale).sum()
+    return total
+
+
+def fit_adaptation(model: PolyphaseModel, pyramid: list[np.ndarray], levels: int,
+                   grey: bool, steps: int = ADAPT_STEPS) -> tuple[np.ndarray, float]:
+    """Encoding as inference, for the lossless coder: Adam on the estimated bits of this
+    image, over each pass's last layer only (features computed once). Returns the change
+    in steps of :data:`ADAPT_STEP` (int64, for :func:`adapted_model`) and the estimated
+    bits it saves (after that rounding; negative if it costs). Runs on one thread, so the
+    result does not depend on the thread setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model32 = PolyphaseModel(**model.config).eval()
+        model32.load_state_dict({name: value.float() for name, value in
+                                 model.state_dict().items()})
+        with torch.no_grad():
+            fits = _fit_samples(model32, pyramid, levels)
+        channels = (1,) if grey else COLOUR_ORDER
+        start = [(net.body[-1].weight[:, :, 0, 0].detach(), net.body[-1].bias.detach())
+                 for net in model32.passes]
+        if all(fit is None for fit in fits):  # no pass has pixels: nothing to fit
+            return np.zeros(adaptation_size(model), np.int64), 0.0
+        layers = [(weight.clone().requires_grad_(True), bias.clone().requires_grad_(True))
+                  for weight, bias in start]
+        optimiser = torch.optim.Adam([p for layer in layers for p in layer], lr=ADAPT_LR)
+        for _ in range(steps):
+            optimiser.zero_grad()
+            _fit_bits(layers, fits, channels).backward()
+            optimiser.step()
+        limit = np.iinfo(np.int16).max
+        deltas, rounded = [], []
+        with torch.no_grad():
+            for (weight, bias), (weight0, bias0) in zip(layers, start, strict=True):
+                steps_w = torch.round((weight - weight0) / ADAPT_STEP).clamp(-limit, limit)
+                steps_b = torch.round((bias - bias0) / ADAPT_STEP).clamp(-limit, limit)
+                deltas += [steps_w.flatten(), steps_b]
+                rounded.append((weight0 + steps_w * ADAPT_STEP, bias0 + steps_b * ADAPT_STEP))
+            saved = float(_fit_bits(start, fits, channels) - _fit_bits(rounded, fits, channels))
+        return torch.cat(deltas).numpy().astype(np.int64), saved
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _adaptation_section(deltas: np.ndarray) -> bytes:
+    return zlib.compress(deltas.astype(">i2").tobytes(), 9)
+
+
+def _read_adaptation(section: bytes, size: int) -> np.ndarray:
+    """The deltas of an adaptation section, checked: exactly ``size`` int16 after inflating
+    (never more than that is inflated)."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(section, 2 * size + 1)
+    except zlib.error:
+        raw = None
+    if raw is None or len(raw) != 2 * size or not inflater.eof or inflater.unused_data:
+        raise LosslessFileError("the file's adaptation section is damaged: corrupted file; "
+                                "re-encode the original image")
+    return np.frombuffer(raw, ">i2").astype(np.int64)
+
+
 # --- encoder and decoder --------------------------------------------------------------------
 
 
@@ -552,13 +722,19 @@ def _code_pass(model, known: list[np.ndarray], k: int, target_shape, channels, c
 
 
 def compress_learned(image: np.ndarray, *, levels: int | None = None,
-                     model_id: int = DEFAULT_MODEL, table_mode: int | None = None) -> bytes:
+                     model_id: int = DEFAULT_MODEL, table_mode: int | None = None,
+                     adapt: bool | None = None, adapt_steps: int = ADAPT_STEPS) -> bytes:
     """uint8 greyscale ``(H, W)`` or RGB ``(H, W, 3)`` -> the bytes of a complete file.
 
     ``levels``: polyphase levels (0..:data:`MAX_LEVELS`; default :data:`DEFAULT_LEVELS`,
     none for images under 16 pixels a side); 0 is a plain LLCC file in this
     container. ``table_mode``: 0 (the model's logistic tables), 1 (tables counted on this
     image, stored in the file), or None (default) for whichever makes the smaller file.
+    ``adapt``: fit the passes' last layers to this image (:func:`fit_adaptation`,
+    ``adapt_steps`` Adam steps) and send the change (a version-2 file); None (default) keeps
+    the fit only where its estimated saving exceeds the bytes it costs (and does not try
+    images under :data:`ADAPT_MIN_PIXELS` pixels), False never fits
+    (a version-1 file, as course_lib wrote before adaptation existed), True always does.
     """
     array = _check_image(image)
     height, width = array.shape[:2]
@@ -570,12 +746,23 @@ def compress_learned(image: np.ndarray, *, levels: int | None = None,
         raise ValueError(f"model_id must be one of {sorted(MODELS)}, got {model_id!r}")
     if table_mode not in (None, 0, 1):
         raise ValueError(f"table_mode must be None, 0 or 1, got {table_mode!r}")
+    if adapt not in (None, False, True):
+        raise ValueError(f"adapt must be None, False or True, got {adapt!r}")
+    if not isinstance(adapt_steps, int) or adapt_steps < 0:
+        raise ValueError(f"adapt_steps must be an integer >= 0, got {adapt_steps!r}")
     model = shipped_model(model_id)
     grey = array.ndim == 2
     channels = (1,) if grey else COLOUR_ORDER
     pyramid = [array]
     for _ in range(levels):
         pyramid.append(pyramid[-1][::2, ::2])
+    adaptation = b""
+    if levels and adapt_steps and (adapt or (adapt is None
+                                             and height * width >= ADAPT_MIN_PIXELS)):
+        deltas, saved = fit_adaptation(model, pyramid, levels, grey, adapt_steps)
+        section = _adaptation_section(deltas)
+        if adapt or saved > 8 * (len(section) + _ADAPTATION_LENGTH.size):
+            model, adaptation = adapted_model(model, deltas), section
     coarse = lossless.compress_lossless(pyramid[-1])
     records = []  # (colour position, coding, true values), in the stream's order
     for level, k, target_shape in _segment_plan(height, width, levels, len(channels)):
@@ -615,9 +802,11 @@ def compress_learned(image: np.ndarray, *, levels: int | None = None,
     mode, section, segments = min(choices, key=lambda choice: len(choice[1])
                                   + sum(map(len, choice[2])))
     lengths = b"".join(_LENGTH.pack(len(segment)) for segment in segments)
-    header = _HEADER.pack(MAGIC, VERSION, model_id, 1 if grey else 3, levels, mode, height,
-                          width, len(coarse), len(section))
-    body = header + lengths + coarse + section + b"".join(segments)
+    header = _HEADER.pack(MAGIC, 2 if adaptation else 1, model_id, 1 if grey else 3, levels,
+                          mode, height, width, len(coarse), len(section))
+    if adaptation:
+        header += _ADAPTATION_LENGTH.pack(len(adaptation))
+    body = header + lengths + coarse + section + adaptation + b"".join(segments)
     return body + _CRC.pack(zlib.crc32(body))
 
 
@@ -637,7 +826,9 @@ def _parse(data: bytes, max_pixels: int | None):
     if magic != MAGIC:
         raise LosslessFileError("not a learned lossless file (wrong magic bytes); for PNG, "
                                 "WebP or JPEG XL use course_lib.images.load_image")
-    lossless.check_version_and_checksum(data, version, VERSION, "learned lossless format")
+    # version 1 (no adaptation section) is read as well
+    lossless.check_version_and_checksum(data, VERSION if version == 1 else version, VERSION,
+                                        "learned lossless format")
     if model_id not in MODELS:
         raise LosslessFileError(f"the file names model {model_id}, which this course_lib does "
                                 f"not have (it has {sorted(MODELS)}): update course_lib")
@@ -655,11 +846,18 @@ def _parse(data: bytes, max_pixels: int | None):
     check_pixel_count(height, width, max_pixels, LosslessFileError, "the file's image")
     plan = _segment_plan(height, width, levels, planes)
     count = len(plan) * planes
-    start = _HEADER.size + count * _LENGTH.size
+    header = _HEADER.size + (_ADAPTATION_LENGTH.size if version == 2 else 0)
+    start = header + count * _LENGTH.size
     if start + _CRC.size > len(data):
         raise LosslessFileError("the file is too short for its segment table: corrupted file")
-    lengths = [_LENGTH.unpack_from(data, _HEADER.size + 4 * i)[0] for i in range(count)]
-    if start + coarse_length + section_length + sum(lengths) + _CRC.size != len(data):
+    adaptation_length = (_ADAPTATION_LENGTH.unpack_from(data, _HEADER.size)[0]
+                         if version == 2 else 0)
+    if version == 2 and (adaptation_length == 0 or levels == 0):
+        raise LosslessFileError("a version-2 file without an adaptation section, or with one "
+                                "but no network pass: corrupted file")
+    lengths = [_LENGTH.unpack_from(data, header + 4 * i)[0] for i in range(count)]
+    if (start + coarse_length + section_length + adaptation_length + sum(lengths) + _CRC.size
+            != len(data)):
         raise LosslessFileError("the file's section lengths do not add up to its size: "
                                 "corrupted file")
     if any(length == 0 or length % 4 for length in lengths):
@@ -670,9 +868,15 @@ def _parse(data: bytes, max_pixels: int | None):
     if mode == 1:
         section = data[start + coarse_length : start + coarse_length + section_length]
         rows, table = _image_tables(_parse_section(section, planes * CONTEXTS))
-    ends = np.cumsum([start + coarse_length + section_length, *lengths])
+    deltas = None
+    if adaptation_length:
+        begin = start + coarse_length + section_length
+        deltas = _read_adaptation(data[begin : begin + adaptation_length],
+                                  adaptation_size(shipped_model(model_id)))
+    ends = np.cumsum([start + coarse_length + section_length + adaptation_length, *lengths])
     segments = [data[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
-    return model_id, planes, levels, mode, height, width, coarse, (rows, table), plan, segments
+    return (model_id, planes, levels, mode, height, width, coarse, (rows, table), deltas, plan,
+            segments)
 
 
 def describe(data: bytes) -> dict:
@@ -680,7 +884,8 @@ def describe(data: bytes) -> dict:
     ``levels``, ``table_mode``, ``coarse_bytes`` (the LLCC file), ``table_bytes``,
     ``header_bytes`` and ``segments``: one dict per segment (``level``, ``pass``,
     ``colour`` "R", "G", "B" or "grey", ``bytes``, ``values``)."""
-    (_, planes, levels, mode, height, width, coarse, _, plan, segments) = _parse(data, None)
+    (_, planes, levels, mode, height, width, coarse, _, deltas, plan,
+     segments) = _parse(data, None)
     names = ("grey",) if planes == 1 else tuple("RGB"[c] for c in COLOUR_ORDER)
     described = [{"level": level, "pass": k, "colour": names[c], "bytes": len(segment),
                   "values": shape[0] * shape[1]}
@@ -688,9 +893,11 @@ def describe(data: bytes) -> dict:
                      [entry for entry in plan for _ in names],
                      [c for _ in plan for c in range(len(names))], segments, strict=True)]
     section = _HEADER.unpack_from(data)[-1]
+    adaptation = _ADAPTATION_LENGTH.unpack_from(data, _HEADER.size)[0] if data[4] == 2 else 0
     return {"levels": levels, "table_mode": mode, "coarse_bytes": len(coarse),
-            "table_bytes": section, "segments": described,
-            "header_bytes": len(data) - len(coarse) - section - sum(map(len, segments))}
+            "table_bytes": section, "adaptation_bytes": adaptation, "segments": described,
+            "header_bytes": len(data) - len(coarse) - section - adaptation
+            - sum(map(len, segments))}
 
 
 def decompress_learned(data: bytes, max_pixels: int | None = None) -> np.ndarray:
@@ -699,7 +906,7 @@ def decompress_learned(data: bytes, max_pixels: int | None = None) -> np.ndarray
     Raises :class:`~course_lib.codecs.lossless.LosslessFileError` for any file it cannot
     decode (see the module docstring); ``max_pixels`` overrides the pixel limit.
     """
-    (model_id, planes, levels, mode, height, width, coarse, (rows, table), plan,
+    (model_id, planes, levels, mode, height, width, coarse, (rows, table), deltas, plan,
      segments) = _parse(data, max_pixels)
     shapes = _shapes(height, width, levels)
     image = lossless.decompress_lossless(coarse, max_pixels)
@@ -708,6 +915,8 @@ def decompress_learned(data: bytes, max_pixels: int | None = None) -> np.ndarray
         raise LosslessFileError(f"the file's coarsest image is {image.shape}, not {expected}: "
                                 "corrupted file")
     model = shipped_model(model_id)
+    if deltas is not None:
+        model = adapted_model(model, deltas)
     grey = planes == 1
     channels = (1,) if grey else COLOUR_ORDER
     if mode == 0:
