@@ -45,8 +45,10 @@ def _encode(argv) -> int:
                         "the exact pixels back; greyscale files stay greyscale")
     p.add_argument("--learned", action="store_true",
                    help="with --lossless: the learned lossless coder "
-                        "(course_lib.codecs.lossless_learned, notebook 09); on Kodak its "
-                        "files are 5 %% larger than the default's and it is slower")
+                        "(course_lib.codecs.lossless_learned, notebook 09), which fits its "
+                        "network to each image: on Kodak its files are 1.6 %% smaller than "
+                        "the default's, and it is much slower (about 14 s to encode and 2 s "
+                        "to decode a Kodak image, against under 1 s)")
     p.add_argument("--effort", type=int, default=0, choices=[0, 1, 2],
                    help="0: fast (default); 1, 2: the encoder searches for better latents for "
                         "this image, smaller files at the same quality, slower (seconds to "
