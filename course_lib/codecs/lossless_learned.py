@@ -734,7 +734,8 @@ def compress_learned(image: np.ndarray, *, levels: int | None = None,
     ``adapt_steps`` Adam steps) and send the change (a version-2 file); None (default) keeps
     the fit only where its estimated saving exceeds the bytes it costs (and does not try
     images under :data:`ADAPT_MIN_PIXELS` pixels), False never fits
-    (a version-1 file, as course_lib wrote before adaptation existed), True always does.
+    (a version-1 file, as course_lib wrote before adaptation existed), True always does
+    when ``levels`` >= 1 (with no network pass there is nothing to fit).
     """
     array = _check_image(image)
     height, width = array.shape[:2]
