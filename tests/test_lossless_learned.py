@@ -208,12 +208,14 @@ def sample(request):
 def test_a_damaged_adaptation_section_is_refused():
     image = smooth((21, 34, 3), seed=4)
     data = ll.compress_learned(image, levels=2, adapt=True, adapt_steps=5)
-    start = data.index(ll._adaptation_section(
-        ll.fit_adaptation(ll.shipped_model(), [image, image[::2, ::2], image[::4, ::4]], 2,
-                          False, 5)[0]))
-    header_end = ll._HEADER.size
-    length = int.from_bytes(data[header_end : header_end + 4], "big")
+    described = ll.describe(data)
+    length = described["adaptation_bytes"]
+    # the section lies just before the segments, which end at the CRC
+    start = len(data) - 4 - sum(segment["bytes"] for segment in described["segments"]) - length
     section = data[start : start + length]
+    assert ll._read_adaptation(section, ll.adaptation_size(ll.shipped_model())).size
+    header_end = ll._HEADER.size
+    assert int.from_bytes(data[header_end : header_end + 4], "big") == length
     for bad in (b"\x78\x9c" + bytes(length - 2),  # not deflate data
                 zlib.compress(bytes(100), 9)[:length].ljust(length, b"\0"),  # wrong size
                 ):

@@ -267,16 +267,29 @@ class PolyphaseModel(nn.Module):
         else:
             out = inputs.new_empty(inputs.shape[0], 9, *inputs.shape[-2:])
             rows, cols = inputs.shape[-2:]
-            for top in range(0, rows, TILE):
-                for left in range(0, cols, TILE):
-                    r0, c0 = max(0, top - HALO), max(0, left - HALO)
-                    r1, c1 = min(rows, top + TILE + HALO), min(cols, left + TILE + HALO)
-                    part = _forward_exact(net, inputs[:, :, r0:r1, c0:c1])
-                    bottom, right = min(rows, top + TILE), min(cols, left + TILE)
-                    out[:, :, top:bottom, left:right] = part[:, :, top - r0 : bottom - r0,
-                                                             left - c0 : right - c0]
+            for window, inside in _tiles(rows, cols, rows, cols):
+                part = _forward_exact(net, inputs[(..., *window)])
+                out[(..., *inside)] = part[(..., *_relative(inside, window))]
         base = inputs[:, -3:]
         return torch.cat([out[:, :3] + base, out[:, 3:]], 1)
+
+
+def _tiles(height: int, width: int, rows: int, cols: int):
+    """The network's tiles over the first ``height x width`` outputs of a ``rows x cols``
+    grid: (the input window, a tile and its margin of :data:`HALO` clipped to the grid; the
+    tile of outputs), each a pair of row and column slices of the grid."""
+    for top in range(0, height, TILE):
+        for left in range(0, width, TILE):
+            bottom, right = min(height, top + TILE), min(width, left + TILE)
+            yield ((slice(max(0, top - HALO), min(rows, bottom + HALO)),
+                    slice(max(0, left - HALO), min(cols, right + HALO))),
+                   (slice(top, bottom), slice(left, right)))
+
+
+def _relative(inside: tuple[slice, slice], window: tuple[slice, slice]):
+    """The slices ``inside`` (of the grid) as slices of ``window``'s crop."""
+    return tuple(slice(a.start - b.start, a.stop - b.start)
+                 for a, b in zip(inside, window, strict=True))
 
 
 def _forward_exact(net: PassNet, x: torch.Tensor) -> torch.Tensor:
@@ -552,19 +565,14 @@ def _fit_samples(model: PolyphaseModel, pyramid: list[np.ndarray], levels: int, 
             inputs, (rows, cols) = model.pass_inputs(units, k)
             keep = min(1.0, ADAPT_POSITIONS / (h * w))
             parts = []
-            for top in range(0, h, TILE):  # tile by tile, as the coder, to bound memory
-                for left in range(0, w, TILE):
-                    r0, c0 = max(0, top - HALO), max(0, left - HALO)
-                    bottom, right = min(h, top + TILE), min(w, left + TILE)
-                    r1, c1 = min(rows, bottom + HALO), min(cols, right + HALO)
-                    features = net.body[:-1](inputs[:, :, r0:r1, c0:c1])
-                    window = (slice(top - r0, bottom - r0), slice(left - c0, right - c0))
-                    part = torch.cat([features[0][:, window[0], window[1]],
-                                      inputs[0, -3:, top:bottom, left:right],
-                                      target[0, :, top:bottom, left:right]]).flatten(1).T
-                    if keep < 1:
-                        part = part[torch.from_numpy(rng.random(part.shape[0]) < keep)]
-                    parts.append(part)
+            for window, inside in _tiles(h, w, rows, cols):  # as the coder, to bound memory
+                features = net.body[:-1](inputs[(..., *window)])
+                part = torch.cat([features[(0, ..., *_relative(inside, window))],
+                                  inputs[(0, slice(-3, None), *inside)],
+                                  target[(0, ..., *inside)]]).flatten(1).T
+                if keep < 1:
+                    part = part[torch.from_numpy(rng.random(part.shape[0]) < keep)]
+                parts.append(part)
             samples[k].append((torch.cat(parts), h * w))
     fits = []
     for per_level in samples:
@@ -883,10 +891,10 @@ def _parse(data: bytes, max_pixels: int | None):
 def describe(data: bytes) -> dict:
     """What a file is made of (checked as :func:`decompress_learned` does before decoding):
     ``levels``, ``table_mode``, ``coarse_bytes`` (the LLCC file), ``table_bytes``,
-    ``header_bytes`` and ``segments``: one dict per segment (``level``, ``pass``,
-    ``colour`` "R", "G", "B" or "grey", ``bytes``, ``values``)."""
-    (_, planes, levels, mode, height, width, coarse, _, deltas, plan,
-     segments) = _parse(data, None)
+    ``adaptation_bytes`` (0 without a fit), ``header_bytes`` and ``segments``: one dict per
+    segment (``level``, ``pass``, ``colour`` "R", "G", "B" or "grey", ``bytes``,
+    ``values``)."""
+    (_, planes, levels, mode, height, width, coarse, _, _, plan, segments) = _parse(data, None)
     names = ("grey",) if planes == 1 else tuple("RGB"[c] for c in COLOUR_ORDER)
     described = [{"level": level, "pass": k, "colour": names[c], "bytes": len(segment),
                   "values": shape[0] * shape[1]}
