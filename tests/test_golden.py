@@ -21,8 +21,8 @@ golden_files = importlib.import_module("golden_files")  # tools/golden_files.py
 GOLDEN = {
     "mean-scale-vr": ("4ffa3f53c657118cafbd95e2dd0a9ae33dbde7c2fd9d3ca648c3ac1167169182",
         "c5a500ef0dc8ca78557f62eeef38483d551b9c60cc1e636195a6de0ee4a8503f"),
-    "checkerboard-vr": ("b1fd786bbf73e8fbcba19580ef8427c838ed25201cfded32c7f6e0390f4b6f95",
-        "caccde683c11cf5a51f6dbca739dac06c9b558256709670484054705e5be9595"),
+    "checkerboard-vr": ("3ad5072d9c9e769361781e8a36076dde5946ea60a872dc8cb714e2f6e015dc40",
+        "6c9394cbea8afd2b482988fee05b1453f5a8edafcd1af1f8693c078ba746ef0a"),
 }
 
 
