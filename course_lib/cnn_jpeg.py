@@ -406,8 +406,9 @@ def load_filter() -> PostFilter:
 
 
 def _as_tensor(image: np.ndarray) -> torch.Tensor:
-    # permute the bytes first: converting a strided view to float is several times slower
-    planes = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    # permute the bytes first: converting a strided view to float is several times slower;
+    # np.array copies, so a read-only array (np.asarray of a PIL image) is taken as it is
+    planes = torch.from_numpy(np.array(image, order="C")).permute(2, 0, 1).contiguous()
     return planes[None].float().mul_(1 / 255)
 
 

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from course_lib import datasets, weights
@@ -46,6 +47,21 @@ def shown_titles(monkeypatch):
 
     monkeypatch.setattr(plt, "show", show)
     return shown
+
+
+@pytest.fixture
+def strict_from_numpy(monkeypatch):
+    """``torch.from_numpy`` refuses a read-only array. Torch itself only warns, once per
+    process, so a second offender in the same run would go unnoticed by a warning filter."""
+    original = torch.from_numpy
+
+    def checked(array):
+        if not array.flags.writeable:
+            raise AssertionError("torch.from_numpy of a read-only array (torch warns: writing "
+                                 "to the tensor is undefined behaviour)")
+        return original(array)
+
+    monkeypatch.setattr(torch, "from_numpy", checked)
 
 
 @pytest.fixture

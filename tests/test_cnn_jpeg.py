@@ -261,6 +261,13 @@ def test_filter_is_deterministic_and_reads_the_quality(kodak_crop):
     assert first.tobytes() == cnn_jpeg.decode_filtered(data).tobytes()
 
 
+def test_filter_takes_a_read_only_image_as_it_is(kodak_crop, strict_from_numpy):
+    decoded = classical.decode(classical.encode(kodak_crop, "jpeg", 20))
+    reference = cnn_jpeg.filter_jpeg(decoded.copy(), 20)
+    decoded.setflags(write=False)  # as np.asarray of a PIL image is
+    assert cnn_jpeg.filter_jpeg(decoded, 20).tobytes() == reference.tobytes()
+
+
 def test_shipped_predictor_meets_the_target(kodak_image):
     # Stated tolerance: within 0.5 dB of the target on this image, plain and with one probe
     # (here: 0.22 and 0.17 dB above it plain, 0.10 and 0.04 dB with the probe; the benchmark

@@ -96,6 +96,18 @@ def test_the_kept_float64_hyper_decoder_follows_every_change_of_the_weights(mode
                                other.decompress(result["strings"], result["shape"]))
 
 
+def test_a_read_only_or_strided_image_codes_as_its_copy_does(shipped, strict_from_numpy):
+    """np.asarray of a PIL image is read-only, and a flipped view has negative strides: both
+    are taken as they are (torch would warn about a read-only array, once per process)."""
+    image = _photo(64, 96)
+    reference = learned.compress_image(image, 1)
+    read_only = image.copy()
+    read_only.setflags(write=False)
+    flipped = image[:, ::-1].copy()[:, ::-1]  # the same pixels, as a view with negative strides
+    assert learned.compress_image(read_only, 1) == reference
+    assert learned.compress_image(flipped, 1) == reference
+
+
 def test_files_round_trip_any_size_and_rate(shipped):
     for height, width, quality in [(64, 64, 0), (37, 53, 1.5), (130, 70, 2)]:
         image = _photo(height, width)

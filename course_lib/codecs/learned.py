@@ -229,8 +229,9 @@ def compress_image(image: np.ndarray, quality: float, loaded: LoadedModel | None
                          f"got {quality}")
     quality = round(float(quality) * 1000) / 1000
     model_id = SHIPPED_MODELS.index(loaded.name) if loaded.name in SHIPPED_MODELS else 255
-    # 8-bit, as the model converts it a tile at a time: a quarter of a float copy
-    x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
+    # an 8-bit copy (the model converts it to float a tile at a time: a quarter of a float
+    # copy), so that a read-only array (np.asarray of a PIL image) is taken as it is
+    x = torch.from_numpy(np.array(array, order="C")).permute(2, 0, 1)[None]
     x, (pad_h, pad_w) = pad_to_multiple(x, loaded.model.multiple)
     rate = quality if high > 0 else None
     options = {}
