@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import platform
 import sys
@@ -53,11 +52,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from course_lib import bench, datasets
+from course_lib import bench, datasets, metrics
 from course_lib.codecs import learned
 from course_lib.entropy_models import quantize
 from course_lib.images import pad_to_multiple, to_tensor
-from course_lib.models import CheckerboardMeanScale, MaskedConv2d, anchor_mask
+from course_lib.models import CheckerboardMeanScale, MaskedConv2d, anchor_mask, rate_bits
 
 
 def _ste(values, offset):
@@ -68,12 +67,23 @@ def _round(values, offset):
     return quantize(values, "round", offset)
 
 
+class Hyperprior(nn.Module):
+    """No context: every latent gets ``p0``, the hyperprior's means and scales."""
+
+    passes = 1
+    reads = "p0"  # what forward's first argument is: p0, or h_s's output ("hyper")
+
+    def forward(self, p0: torch.Tensor, y: torch.Tensor, quant):
+        return p0.chunk(2, dim=1)
+
+
 class CheckerboardContext(nn.Module):
     """He et al.'s checkerboard: the non-anchors' parameters are ``p0`` plus a correction from
     ``p0`` and the decoded anchors around them (masked 5 x 5 convolution); anchors keep ``p0``.
     """
 
     passes = 2
+    reads = "p0"
 
     def __init__(self, m: int):
         super().__init__()
@@ -94,6 +104,8 @@ class CheckerboardContext(nn.Module):
 class ChannelContext(nn.Module):
     """Minnen & Singh's channel-conditional model: slice k's parameters are ``p0``'s plus a
     correction from ``p0`` and the decoded slices 0..k-1; slice 0 keeps ``p0``."""
+
+    reads = "p0"
 
     def __init__(self, m: int, slices: int, widths=(160, 96)):
         super().__init__()
@@ -134,6 +146,7 @@ class ShippedContext(nn.Module):
     on ``h_s``'s output rather than ``p0``."""
 
     passes = 2
+    reads = "hyper"
 
     def __init__(self, model: CheckerboardMeanScale):
         super().__init__()
@@ -153,22 +166,19 @@ def context_parameter_count(module: nn.Module) -> int:
 
 @torch.no_grad()
 def hyper_and_p0(model: CheckerboardMeanScale, x: torch.Tensor, rates):
-    """``(y, z_hat, h_s output, p0)``: the frozen part every context model shares."""
+    """``(y, z_hat, sources)``: the frozen part every context model shares; ``sources`` holds
+    the inputs a variant may read (its ``reads``): ``h_s``'s output and ``p0``."""
     y, z = model.analysis(x, rates)
     z_hat = quantize(z, "round", model.entropy_bottleneck.medians.view(1, -1, 1, 1))
     hyper = model.h_s(z_hat)
     p0 = torch.cat(model._parameters_with_context(hyper, None), dim=1)
-    return y, z_hat, hyper, p0
-
-
-def y_bits(model, y_hat, scales, means) -> torch.Tensor:
-    return -torch.log2(model.gaussian_conditional.likelihood(y_hat, scales, means)).sum()
+    return y, z_hat, {"hyper": hyper, "p0": p0}
 
 
 def train_contexts(model, variants: dict, args) -> list[dict]:
     """Adam on each variant's rate of y (noisy latents, shared noise), the same batches."""
-    trainable = {name: v for name, v in variants.items() if v is not None and any(
-        p.requires_grad for p in v.parameters())}
+    trainable = {name: v for name, v in variants.items()
+                 if any(p.requires_grad for p in v.parameters())}
     optimizers = {name: torch.optim.Adam([p for p in v.parameters() if p.requires_grad],
                                          lr=args.lr) for name, v in trainable.items()}
     schedulers = {name: torch.optim.lr_scheduler.CosineAnnealingLR(o, args.steps,
@@ -185,13 +195,13 @@ def train_contexts(model, variants: dict, args) -> list[dict]:
     while step < args.steps:
         for x in loader:
             rates = torch.randint(num_rates, (x.shape[0],))
-            y, _, hyper, p0 = hyper_and_p0(model, x, rates)
+            y, _, sources = hyper_and_p0(model, x, rates)
             noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
             pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
             for name, variant in trainable.items():
-                source = hyper if isinstance(variant, ShippedContext) else p0
-                scales, means = variant(source, y, _ste)
-                loss = y_bits(model, noisy, scales, means) / pixels
+                scales, means = variant(sources[variant.reads], y, _ste)
+                likelihoods = model.gaussian_conditional.likelihood(noisy, scales, means)
+                loss = rate_bits({"y": likelihoods}).sum() / pixels
                 optimizers[name].zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(variant.parameters(), 1.0)
@@ -220,25 +230,21 @@ def evaluate(model, variants: dict, images: int) -> dict:
     for index in range(images):
         image = datasets.load_kodak(index + 1)
         height, width = image.shape[:2]
-        x, _ = pad_to_multiple(to_tensor(image), 64)
+        original = to_tensor(image)
+        x, _ = pad_to_multiple(original, 64)
         for rate in range(model.num_rates):
-            y, z_hat, hyper, p0 = hyper_and_p0(model, x, rate)
-            z_bits = -torch.log2(model.entropy_bottleneck.likelihood(z_hat)).sum()
+            y, z_hat, sources = hyper_and_p0(model, x, rate)
+            z_likelihoods = model.entropy_bottleneck.likelihood(z_hat)
             _, inverse_gain = model.gains(rate)
             for name, variant in variants.items():
-                source = hyper if isinstance(variant, ShippedContext) else p0
-                if variant is None:
-                    scales, means = p0.chunk(2, dim=1)
-                else:
-                    scales, means = variant(source, y, _round)
+                scales, means = variant(sources[variant.reads], y, _round)
                 y_hat = _round(y, means)
-                bits = y_bits(model, y_hat, scales, means) + z_bits
+                bits = rate_bits({"y": model.gaussian_conditional.likelihood(y_hat, scales,
+                                                                             means),
+                                  "z": z_likelihoods})
                 x_hat = model.g_s(y_hat * inverse_gain)[..., :height, :width]
-                decoded = (x_hat.clamp(0, 1) * 255).round()
-                original = torch.from_numpy(image).permute(2, 0, 1)[None].double()
-                mse = float(((decoded.double() - original) ** 2).mean())
                 results[name]["bpp"][index, rate] = float(bits) / (height * width)
-                results[name]["psnr"][index, rate] = 10 * math.log10(255**2 / mse)
+                results[name]["psnr"][index, rate] = float(metrics.psnr(original, x_hat))
         print(f"  evaluated kodim{index + 1:02d}", file=sys.stderr, flush=True)
     return {name: {key: values.mean(axis=0) for key, values in r.items()}
             for name, r in results.items()}
@@ -256,8 +262,7 @@ def report(args, loaded, variants, history, curves, seconds) -> str:
         f"rate {r}: bpp  PSNR" for r in range(len(curves[names[0]]["bpp"]))))
     for name in names:
         variant = variants[name]
-        passes = 1 if variant is None else variant.passes
-        params = 0 if variant is None else context_parameter_count(variant)
+        passes, params = variant.passes, context_parameter_count(variant)
         cells = "   ".join(f"{b:12.4f} {p:5.2f}" for b, p in zip(curves[name]["bpp"],
                                                                    curves[name]["psnr"],
                                                                    strict=True))
@@ -319,7 +324,7 @@ def main(argv=None) -> None:
         for parameter in module.parameters():
             parameter.requires_grad_(True)
     m = model.m
-    variants = {"hyperprior": None,
+    variants = {"hyperprior": Hyperprior(),
                 "checkerboard, shipped": ShippedContext(model),
                 "checkerboard, continued": ShippedContext(continued),
                 "checkerboard, new": CheckerboardContext(m),
@@ -329,7 +334,8 @@ def main(argv=None) -> None:
 
     # the new models start exactly at the hyperprior
     x = torch.rand(1, 3, 128, 128)
-    y, _, _, p0 = hyper_and_p0(model, x, 0)
+    y, _, sources = hyper_and_p0(model, x, 0)
+    p0 = sources["p0"]
     for name in [name for name in variants if name.endswith(", new")]:
         with torch.no_grad():
             scales, means = variants[name](p0, y, _round)
@@ -338,8 +344,7 @@ def main(argv=None) -> None:
 
     history = train_contexts(model, variants, args) if args.steps else []
     for variant in variants.values():
-        if variant is not None:
-            variant.eval()
+        variant.eval()
     curves = evaluate(model, variants, args.images)
     text = report(args, loaded, variants, history, curves, time.perf_counter() - started)
     print(text)

@@ -11,7 +11,7 @@ import torch
 
 from course_lib.codecs import learned
 from course_lib.entropy_models import quantize
-from course_lib.models import anchor_mask
+from course_lib.models import anchor_mask, rate_bits
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "context_models.py"
 _spec = importlib.util.spec_from_file_location("context_models", SCRIPT)
@@ -41,7 +41,12 @@ def _round(values, offset):
     return quantize(values, "round", offset)
 
 
-@pytest.mark.parametrize("make", [lambda: context_models.CheckerboardContext(M),
+def _y_bits(model, y_hat, scales, means) -> float:
+    return float(rate_bits({"y": model.gaussian_conditional.likelihood(y_hat, scales, means)}))
+
+
+@pytest.mark.parametrize("make", [context_models.Hyperprior,
+                                  lambda: context_models.CheckerboardContext(M),
                                   lambda: context_models.ChannelContext(M, 4, widths=(8, 6))])
 def test_new_models_start_at_the_hyperprior(make):
     p0, y = _inputs()
@@ -89,13 +94,14 @@ def test_shipped_context_row_is_what_the_codec_codes():
     loaded = learned.load_shipped("checkerboard-vr")
     model = loaded.model
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    y, _, hyper, _ = context_models.hyper_and_p0(model, x, 1)
+    y, _, sources = context_models.hyper_and_p0(model, x, 1)
+    shipped = context_models.ShippedContext(model)
     with torch.no_grad():
-        scales, means = context_models.ShippedContext(model)(hyper, y, _round)
-        ours = context_models.y_bits(model, _round(y, means), scales, means)
+        scales, means = shipped(sources[shipped.reads], y, _round)
+        ours = _y_bits(model, _round(y, means), scales, means)
         symbols = model.symbols(x, 1, means=True)
     codec = torch.from_numpy(symbols.y + symbols.means).float()  # float64 in the codec
     ours_hat = _round(y, means)
     assert float(((codec - ours_hat).abs() < 1e-3).float().mean()) > 0.999
-    theirs = context_models.y_bits(model, codec, scales, means)
+    theirs = _y_bits(model, codec, scales, means)
     assert float(ours) == pytest.approx(float(theirs), rel=2e-3)
