@@ -21,8 +21,8 @@ golden_files = importlib.import_module("golden_files")  # tools/golden_files.py
 GOLDEN = {
     "mean-scale-vr": ("4ffa3f53c657118cafbd95e2dd0a9ae33dbde7c2fd9d3ca648c3ac1167169182",
         "c5a500ef0dc8ca78557f62eeef38483d551b9c60cc1e636195a6de0ee4a8503f"),
-    "checkerboard-vr": ("3ad5072d9c9e769361781e8a36076dde5946ea60a872dc8cb714e2f6e015dc40",
-        "6c9394cbea8afd2b482988fee05b1453f5a8edafcd1af1f8693c078ba746ef0a"),
+    "checkerboard-vr": ("818d47dab48a9495163ec4c33c37447f439d987c48271e89008dc942894658e3",
+        "1a04e5cbe499c56fbc06cfa05e34493442669bb9c801e3469cf9a02ca7a02aa6"),
 }
 
 
