@@ -67,6 +67,32 @@ def test_subpixel_transposed_convolution_refuses_other_output_sizes():
         SubpixelConvTranspose2d(3, 3, 5, 2, 2, 0)  # would make 2 H - 1 rows
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gdn_inference_path_gives_the_training_forms_numbers(inverse):
+    """At inference on one image GDN computes gamma @ (channels, positions), with fewer passes
+    over memory; its numbers must be exactly those of the other form at any thread count, or
+    the codec's files would depend on which path ran."""
+    torch.manual_seed(0)
+    gdn = GDN(32, inverse=inverse)
+    with torch.no_grad():  # a trained-looking gamma and beta, not the identity
+        gdn.gamma.add_(torch.rand_like(gdn.gamma) * 0.3)
+        gdn.beta.add_(torch.rand_like(gdn.beta))
+    base = torch.randn(1, 32, 23, 41) * 3
+    previous = torch.get_num_threads()
+    try:
+        for x in (base, base[..., 1:20, 3:40]):  # a tile's slice is not contiguous
+            expected = gdn(x.clone().requires_grad_(True)).detach()  # the training form
+            norm = torch.sqrt(gdn.beta_reparam(gdn.beta)[:, None, None] + torch.einsum(
+                "ij,njhw->nihw", gdn.gamma_reparam(gdn.gamma), x * x)).detach()
+            torch.testing.assert_close(expected, x * norm if inverse else x / norm)
+            for threads in (1, 2, 4):
+                torch.set_num_threads(threads)
+                with torch.no_grad():
+                    assert torch.equal(gdn(x), expected)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_gdn_parameters_stay_non_negative_under_training():
     torch.manual_seed(0)
     gdn = GDN(3)
