@@ -231,7 +231,7 @@ def evaluate(model, variants: dict, images: int) -> dict:
         image = datasets.load_kodak(index + 1)
         height, width = image.shape[:2]
         original = to_tensor(image)
-        x, _ = pad_to_multiple(original, 64)
+        x, _ = pad_to_multiple(original, model.multiple)
         for rate in range(model.num_rates):
             y, z_hat, sources = hyper_and_p0(model, x, rate)
             z_likelihoods = model.entropy_bottleneck.likelihood(z_hat)
