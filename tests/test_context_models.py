@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from course_lib.codecs import learned
-from course_lib.entropy_models import quantize
 from course_lib.models import anchor_mask, rate_bits
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "context_models.py"
@@ -37,8 +36,7 @@ def _inputs(seed: int = 1):
     return p0, y
 
 
-def _round(values, offset):
-    return quantize(values, "round", offset)
+_round = context_models._round
 
 
 def _y_bits(model, y_hat, scales, means) -> float:
