@@ -21,8 +21,8 @@ golden_files = importlib.import_module("golden_files")  # tools/golden_files.py
 GOLDEN = {
     "mean-scale-vr": ("4ffa3f53c657118cafbd95e2dd0a9ae33dbde7c2fd9d3ca648c3ac1167169182",
         "c5a500ef0dc8ca78557f62eeef38483d551b9c60cc1e636195a6de0ee4a8503f"),
-    "checkerboard-vr": ("818d47dab48a9495163ec4c33c37447f439d987c48271e89008dc942894658e3",
-        "1a04e5cbe499c56fbc06cfa05e34493442669bb9c801e3469cf9a02ca7a02aa6"),
+    "checkerboard-vr": ("e107685929c6316c1920e8bd3943de82530b916a35fd19781251a70f04dbdc8f",
+        "6d50bf90ade38d5259a24f9f0a644aad200186aaaeb96dac9ed3cf767e7b5b50"),
 }
 
 
